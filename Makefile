@@ -1,0 +1,47 @@
+# tokenworks: `make reproduce` regenerates every result and figure; `make test` checks them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: reproduce test lab figures models clean venv
+
+venv: $(VENV)/.installed
+
+# The environment: a .venv from the same pins as environment.yml (requirements.txt).
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Every notebook through papermill with its reproduction parameters, then figures and README.
+reproduce: venv
+	$(PY) reproduce/run.py
+
+# Unit tests, Triton kernels in interpreter mode, nbval on the committed notebooks.
+test: venv
+	TRITON_INTERPRET=1 $(PY) -m pytest tests
+	out=$$(mktemp -d) && TOKENWORKS_OUT=$$out TRITON_INTERPRET=1 \
+	  $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	  -p no:cacheprovider notebooks/
+
+lab: venv
+	$(PY) -m jupyter lab --notebook-dir=.
+
+# Redraw figures/ and the README tables from results/ only (no computation).
+figures: venv
+	$(PY) reproduce/figures.py
+
+# Retrain the model zoo (hours on a 2-core CPU; minutes on a GPU).
+models: venv
+	$(PY) reproduce/train_zoo.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info lib/*.egg-info .pytest_cache .hypothesis results/*/*.ipynb
+	find . -name __pycache__ -prune -exec rm -rf {} +

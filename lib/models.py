@@ -1,0 +1,76 @@
+"""Load a model of the zoo, or any Hugging Face hub model, the same way.
+
+>>> model, tokenizer = load("tw-code")             # committed checkpoint under zoo/
+>>> model, tokenizer = load("Qwen/Qwen2.5-0.5B")   # from the hub (online readers)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+
+# Architecture of each zoo model (LlamaConfig fields); training settings live in
+# reproduce/train_zoo.py. `tokenizer` names the tokenizer folder under zoo/.
+ZOO: dict[str, dict] = {
+    "tw-micro": dict(tokenizer="tokenizer-v1", hidden_size=64, intermediate_size=176,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "tw-code-draft": dict(tokenizer="tokenizer-v1", hidden_size=128, intermediate_size=352,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
+    "tw-code": dict(tokenizer="tokenizer-v1", hidden_size=256, intermediate_size=688,
+                    num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2),
+    "tw-code-v2": dict(tokenizer="tokenizer-v2", hidden_size=192, intermediate_size=512,
+                       num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2),
+}
+TOKENIZERS = {"tokenizer-v1": 4096, "tokenizer-v2": 2560}  # folder -> vocabulary size
+CONTEXT = 2048
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'") from e
+
+
+def _is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def load(name: str, device: str = "auto", dtype: torch.dtype | None = None):
+    """Return ``(model, tokenizer)`` for a zoo name or a hub id, in eval mode on ``device``.
+
+    Zoo checkpoints are stored in float16; they load as float32 on the CPU (``dtype``
+    overrides). A hub id needs the network unless it is in the local cache; with
+    ``HF_HUB_OFFLINE=1`` an unknown name fails at once with the list of zoo models.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dev = resolve_device(device)
+    if name in ZOO:
+        path = ZOO_DIR / name
+        if not (path / "model.safetensors").exists():
+            raise FileNotFoundError(
+                f"zoo model {name!r} has no checkpoint at {path}; run `make models` to train it")
+        dtype = dtype or (torch.float32 if dev.type == "cpu" else torch.float16)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    else:
+        zoo = ", ".join(ZOO)
+        if "/" not in name:
+            raise ValueError(f"unknown model {name!r}: pass a zoo model ({zoo}) "
+                             "or a hub id such as 'Qwen/Qwen2.5-0.5B'")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or "auto")
+        except OSError as e:
+            hint = (" HF_HUB_OFFLINE=1 is set and it is not in the local cache."
+                    if _is_offline() else "")
+            raise ValueError(f"could not load hub model {name!r}.{hint} "
+                             f"Offline, use a zoo model: {zoo}.") from e
+    return model.to(dev).eval(), tokenizer

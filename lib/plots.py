@@ -1,0 +1,49 @@
+"""Figures drawn from results records (``results/<method>/<config>.json``), never from live runs."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def tensorbleu_speedup(record: dict):
+    """Speed-up over the NLTK loop against batch size, one line per length and counting."""
+    rows = record["metrics"]["benchmark"]
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
+    for length in sorted({r["length"] for r in rows}):
+        for variant, style in (("sort", "-o"), ("unique", "--s"), ("triton", ":^")):
+            pts = [(r["batch"], r["nltk_s"] / r[f"{variant}_s"]) for r in rows
+                   if r["length"] == length and r.get(f"{variant}_s")]
+            if pts:
+                x, y = zip(*sorted(pts))
+                label = {"sort": "ours (packed keys, sort)", "unique": "paper (unique + bincount)",
+                         "triton": "Triton kernel"}[variant]
+                ax.plot(x, y, style, label=f"{label}, {length} tokens")
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="speed-up over NLTK loop (x)",
+           title=f"TensorBLEU on {record['provenance']['device']}")
+    ax.set_xticks(sorted({r["batch"] for r in rows}), labels=[str(b) for b in sorted({r["batch"] for r in rows})])
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def zoo_loss(cards: list[dict]):
+    """Training loss of each zoo model against tokens seen."""
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
+    for card in cards:
+        hist = card["training"]["loss_history"]
+        stages = card["training"]["stages"]
+        tokens_per_step = {s: b * s for s, b, _ in stages}
+        seen, xs = 0, []
+        prev = 0
+        for step, _, seq in hist:
+            seen += (step - prev) * tokens_per_step[seq]
+            prev = step
+            xs.append(seen / 1e6)
+        ax.plot(xs, [h[1] for h in hist], label=card["name"], lw=1)
+    ax.set(xlabel="training tokens (M)", ylabel="cross-entropy (nats/token)", title="Zoo training loss")
+    ax.legend()
+    fig.tight_layout()
+    return fig

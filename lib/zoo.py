@@ -1,0 +1,219 @@
+"""Building blocks of the model zoo: tokenizer, training rows, evaluation and capability probes.
+
+* Tokenizer: byte-level BPE (``tokenizers``) with EOS and fill-in-the-middle special tokens.
+* Fill-in-the-middle: SantaCoder/StarCoder character-level FIM (Bavarian et al. 2022,
+  arXiv 2207.14255; Allal et al. 2023, arXiv 2301.03988), PSM and SPM formats.
+* Retrieval curriculum (ours, documented in every model card): some rows get synthetic
+  constants defined early and used later, so that in-context retrieval is rewarded often
+  enough for a small model to learn it on a CPU budget.
+* Probes: a constant defined ``distance`` tokens before the end of held-out code, among
+  distractor constants, must be completed greedily after ``assert NAME == '``.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = (
+    "<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>")
+SPECIAL_TOKENS = [EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE over ``texts`` with the special tokens first (ids 0-3)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=EOS, bos_token=None, unk_token=None,
+        additional_special_tokens=[FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX], model_max_length=2048)
+
+
+# --- fill-in-the-middle --------------------------------------------------------------------
+
+def fim_text(text: str, rng: random.Random, spm_rate: float = 0.5) -> str:
+    """Cut ``text`` at two uniform character positions and reorder it (PSM or SPM).
+
+    PSM: ``<pre> prefix <suf> suffix <mid> middle``; SPM (SantaCoder's variant):
+    ``<pre> <suf> suffix <mid> prefix middle``. The model learns to write ``middle``
+    followed by EOS, which the caller appends.
+    """
+    i, j = sorted(rng.randrange(len(text) + 1) for _ in range(2))
+    prefix, middle, suffix = text[:i], text[i:j], text[j:]
+    if rng.random() < spm_rate:
+        return f"{FIM_PREFIX}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}{prefix}{middle}"
+    return f"{FIM_PREFIX}{prefix}{FIM_SUFFIX}{suffix}{FIM_MIDDLE}{middle}"
+
+
+# --- retrieval curriculum ------------------------------------------------------------------
+
+_NAME_STEMS = ["KEY", "VALUE", "TOKEN", "SECRET", "CONST", "ID", "CODE", "PORT", "MAGIC",
+               "LIMIT", "FLAG", "SEED", "HASH", "SERIAL", "PIN", "REF", "TAG", "ZONE"]
+
+
+def random_constant(rng: random.Random) -> tuple[str, str]:
+    """A fresh (name, value) pair such as ``('PORT_41', '80213')``."""
+    name = f"{rng.choice(_NAME_STEMS)}_{rng.randrange(100)}"
+    kind = rng.random()
+    if kind < 0.6:
+        value = "".join(rng.choice("0123456789") for _ in range(rng.randint(4, 8)))
+    elif kind < 0.8:
+        value = "".join(rng.choice("0123456789abcdef") for _ in range(rng.randint(4, 8)))
+    else:
+        value = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 8)))
+    return name, value
+
+
+_USES = ["assert {n} == '{v}'", "self.assertEqual({n}, '{v}')", "if {n} != '{v}':",
+         "print({n})  # '{v}'", "check({n}, '{v}')"]
+
+
+def with_constants(lines: list[str], n_constants: int, rng: random.Random) -> list[str]:
+    """Insert ``n_constants`` definitions ``NAME = 'value'`` into the first 60% of ``lines``
+    and one or two later uses of each (``assert NAME == 'value'`` and similar)."""
+    out = list(lines)
+    inserts: list[tuple[int, int, str]] = []  # (line index, order, text)
+    names = set()
+    for k in range(n_constants):
+        name, value = random_constant(rng)
+        if name in names:
+            continue
+        names.add(name)
+        at = rng.randrange(max(1, int(0.6 * len(lines))))
+        inserts.append((at, 0, f"{name} = '{value}'"))
+        for _ in range(rng.randint(1, 2)):
+            use = rng.randrange(at + 1, len(lines) + 1)
+            inserts.append((use, 1, rng.choice(_USES).format(n=name, v=value)))
+    for at, _, text in sorted(inserts, key=lambda x: (x[0], x[1]), reverse=True):
+        out.insert(at, text)
+    return out
+
+
+def training_rows(ids_by_doc: list[list[int]], texts: list[str], tokenizer, seq_len: int,
+                  rng: random.Random, fim_rate: float = 0.5, retrieval_rate: float = 0.25):
+    """Endless iterator of ``seq_len + 1`` token rows.
+
+    Plain rows are documents (FIM-transformed with probability ``fim_rate``) packed end to
+    end with EOS; retrieval rows (probability ``retrieval_rate``) are concatenated documents
+    with synthetic constants (``with_constants``).
+    """
+    eos = tokenizer.eos_token_id
+    buffer: list[int] = []
+    order: list[int] = []
+    while True:
+        if rng.random() < retrieval_rate:
+            lines: list[str] = []
+            target_chars = int(seq_len * 3.6)
+            while sum(len(x) + 1 for x in lines) < target_chars:
+                lines += texts[rng.randrange(len(texts))].splitlines()
+            keep = []
+            for line in lines:
+                keep.append(line)
+                if sum(len(x) + 1 for x in keep) >= target_chars:
+                    break
+            text = "\n".join(with_constants(keep, rng.randint(1, 8), rng))
+            row = tokenizer(text)["input_ids"][: seq_len + 1]
+            row += [eos] * (seq_len + 1 - len(row))
+            yield row
+            continue
+        while len(buffer) < seq_len + 1:
+            if not order:
+                order = list(range(len(ids_by_doc)))
+                rng.shuffle(order)
+            d = order.pop()
+            if rng.random() < fim_rate and texts[d]:
+                buffer += tokenizer(fim_text(texts[d], rng))["input_ids"] + [eos]
+            else:
+                buffer += ids_by_doc[d] + [eos]
+        yield buffer[: seq_len + 1]
+        buffer = buffer[seq_len + 1:]
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+@torch.no_grad()
+def bits_per_byte(model, tokenizer, texts: list[str], seq_len: int, max_bytes: int | None = None,
+                  batch_size: int = 4) -> dict:
+    """Bits per UTF-8 byte of ``texts`` packed with EOS into non-overlapping ``seq_len`` windows.
+
+    Every token after the first of each window is scored; the byte count is that of the
+    scored tokens' decoded text, so bits/byte is independent of the tokenizer.
+    """
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for t in texts:
+        ids += tokenizer(t)["input_ids"] + [eos]
+        if max_bytes and len(ids) * 3 > max_bytes:
+            break
+    windows = [ids[i:i + seq_len] for i in range(0, len(ids) - 1, seq_len)]
+    windows = [w for w in windows if len(w) > 1]
+    nll, n_bytes, n_tokens = 0.0, 0, 0
+    device = next(model.parameters()).device
+    for b in range(0, len(windows), batch_size):
+        batch = windows[b:b + batch_size]
+        width = max(len(w) for w in batch)
+        x = torch.full((len(batch), width), eos, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.bool)
+        for r, w in enumerate(batch):
+            x[r, :len(w)] = torch.tensor(w)
+            mask[r, 1:len(w)] = True
+        logits = model(x.to(device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None].to(device))[..., 0]
+        nll -= logp[mask[:, 1:].to(device)].sum().item()
+        n_tokens += int(mask.sum())
+        for r, w in enumerate(batch):
+            n_bytes += len(tokenizer.decode(w[1:]).encode("utf-8"))
+    return {"bits_per_byte": nll / math.log(2) / n_bytes, "nats_per_token": nll / n_tokens,
+            "tokens": n_tokens, "bytes": n_bytes}
+
+
+def retrieval_probe(model, tokenizer, texts: list[str], distance: int, n_probes: int = 20,
+                    distractors: int = 3, seed: int = 0) -> dict:
+    """Retrieve a constant defined about ``distance`` tokens before the end of the context.
+
+    Each probe: held-out code, ``KEY_<i> = '<6 digits>'`` about ``distance`` tokens before
+    the end, ``distractors`` other ``KEY_<j>`` constants at random places in between, and
+    ``assert KEY_<i> == '`` as the last line. Success: greedy decoding continues with the
+    six digits and the closing quote.
+    """
+    rng = random.Random(seed)
+    device = next(model.parameters()).device
+    hits, examples = 0, []
+    for p in range(n_probes):
+        keys = rng.sample(range(100), distractors + 1)
+        values = [f"{rng.randrange(10**6):06d}" for _ in keys]
+        target = f"KEY_{keys[0]} = '{values[0]}'\n"
+        query = f"assert KEY_{keys[0]} == '"
+        # filler lines after the definition: whole lines, just under `distance` tokens
+        lines: list[str] = []
+        while len(lines) < 4 * distance:
+            lines += texts[rng.randrange(len(texts))].splitlines()
+        start = rng.randrange(len(lines))
+        after, n = [], 0
+        for line in lines[start:] + lines[:start]:
+            n += len(tokenizer(line + "\n")["input_ids"])
+            if n > distance - 10:
+                break
+            after.append(line)
+        for k, v in zip(keys[1:], values[1:]):
+            after.insert(rng.randrange(len(after) + 1), f"KEY_{k} = '{v}'")
+        prompt = target + "\n".join(after) + "\n" + query
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=device)
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=8, do_sample=False,
+                                 pad_token_id=tokenizer.eos_token_id)
+        completion = tokenizer.decode(out[0, ids.shape[1]:])
+        ok = completion.startswith(values[0] + "'")
+        hits += ok
+        examples.append({"expected": values[0], "completion": completion, "ok": ok,
+                         "context_tokens": ids.shape[1]})
+    return {"distance": distance, "accuracy": hits / n_probes, "n": n_probes,
+            "distractors": distractors, "examples": examples[:5]}

@@ -1,0 +1,77 @@
+"""Redraw every figure and the README's generated tables from results/ and zoo/ alone.
+
+    python reproduce/figures.py        (make figures)
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tokenworks import plots
+from tokenworks.models import ZOO, ZOO_DIR
+from tokenworks.results import REPO, figure_path
+
+# method -> {figure name: plotting function of a results record}
+FIGURES = {"tensorbleu": {"speedup": plots.tensorbleu_speedup}}
+PUBLISHED = "full"  # the configuration the README and figures/ report
+
+
+def _records():
+    for method in FIGURES:
+        path = REPO / "results" / method / f"{PUBLISHED}.json"
+        if path.exists():
+            yield method, json.loads(path.read_text())
+
+
+def reproductions_table() -> str:
+    rows = ["| paper | notebook | headline claim | this run | status | figure |",
+            "|---|---|---|---|---|---|"]
+    for method, record in _records():
+        s = record["metrics"]["summary"]
+        figs = ", ".join(f"[{name}](figures/{method}_{name}.png)" for name in FIGURES[method])
+        rows.append(f"| {s['paper']} | [{method}](notebooks/{method}.ipynb) | {s['claim']} | "
+                    f"{s['ours']} | {s['status']} | {figs} |")
+    return "\n".join(rows)
+
+
+def zoo_table() -> str:
+    rows = ["| model | parameters | tokenizer | tokens seen | test bits/byte | retrieval @1000 / @1900 | trained on |",
+            "|---|---|---|---|---|---|---|"]
+    for name in ZOO:
+        path = ZOO_DIR / name / "model_card.json"
+        if not path.exists():
+            continue
+        c = json.loads(path.read_text())
+        probes = {p["distance"]: p["accuracy"] for p in c.get("retrieval_probes", [])}
+        probe = " / ".join(f"{probes[d]:.0%}" for d in sorted(probes)) or "n/a"
+        rows.append(f"| [{name}](zoo/{name}/README.md) | {c['parameters'] / 1e6:.2f}M | "
+                    f"{c['tokenizer']} ({c['config']['vocab_size']}) | "
+                    f"{c['training']['tokens_seen_total'] / 1e6:.1f}M | {c['test']['bits_per_byte']:.3f} | "
+                    f"{probe} | {c['provenance']['device']} |")
+    return "\n".join(rows)
+
+
+def _fill(text: str, marker: str, body: str) -> str:
+    pattern = re.compile(f"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def redraw() -> None:
+    for method, record in _records():
+        for name, draw in FIGURES[method].items():
+            fig = draw(record)
+            fig.savefig(figure_path(method, name, PUBLISHED))
+            print(f"figure: {figure_path(method, name, PUBLISHED).relative_to(REPO)}")
+    cards = [json.loads((ZOO_DIR / n / "model_card.json").read_text()) for n in ZOO
+             if (ZOO_DIR / n / "model_card.json").exists()]
+    if cards:
+        plots.zoo_loss(cards).savefig(REPO / "figures" / "zoo_loss.png")
+    readme = REPO / "README.md"
+    text = _fill(readme.read_text(), "reproductions", reproductions_table())
+    readme.write_text(_fill(text, "zoo", zoo_table()))
+    print("README.md tables regenerated from results/ and zoo/")
+
+
+if __name__ == "__main__":
+    redraw()

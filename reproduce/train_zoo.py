@@ -1,0 +1,196 @@
+"""Train the model zoo from the CPython standard library: tokenizers, models, model cards.
+
+    python reproduce/train_zoo.py                       # every model (make models)
+    python reproduce/train_zoo.py --models tw-micro     # one model
+    python reproduce/train_zoo.py --models tw-code --resume   # continue from zoo/tw-code
+
+Runs on CUDA when present, else the CPU. Seeds are fixed; on the CPU with the same thread
+count a run is repeatable. Each model is written to zoo/<name>/ with `save_pretrained`
+(float16 safetensors) beside its tokenizer and a model card (model_card.json, README.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from tokenworks.corpus import load_corpus, save_corpus, stdlib_corpus
+from tokenworks.models import CONTEXT, TOKENIZERS, ZOO, ZOO_DIR
+from tokenworks.results import provenance
+from tokenworks.zoo import bits_per_byte, retrieval_probe, train_tokenizer, training_rows
+
+# Training schedule per model: stages of (sequence length, batch rows, steps). The long
+# stage at the full context is what makes retrieval at ~1,900 tokens possible.
+TRAIN = {
+    "tw-micro": dict(stages=[(256, 8, 300)], lr=3e-3, retrieval_rate=0.0),
+    "tw-code-draft": dict(stages=[(512, 16, 400)], lr=3e-3, retrieval_rate=0.1),
+    "tw-code-v2": dict(stages=[(512, 16, 400)], lr=3e-3, retrieval_rate=0.1),
+    "tw-code": dict(stages=[(512, 16, 1000), (2048, 4, 700)], lr=2e-3, retrieval_rate=0.3),
+}
+PROBE_DISTANCES = (1000, 1900)
+
+
+def get_tokenizer(folder: str, corpus, rebuild: bool):
+    path = ZOO_DIR / folder
+    if rebuild or not (path / "tokenizer.json").exists():
+        tok = train_tokenizer(corpus.texts("train"), TOKENIZERS[folder])
+        tok.save_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scale: float) -> dict:
+    spec = TRAIN[name]
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    out = ZOO_DIR / name
+    if resume:
+        model = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32)
+        previous = json.loads((out / "model_card.json").read_text())
+    else:
+        arch = {k: v for k, v in ZOO[name].items() if k != "tokenizer"}
+        config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=CONTEXT,
+                             rope_theta=10000.0, tie_word_embeddings=True,
+                             bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.eos_token_id, **arch)
+        model = LlamaForCausalLM(config)
+        previous = None
+    model.to(device).train()
+    texts = corpus.texts("train")
+    ids_by_doc = tokenizer(texts)["input_ids"]
+    opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95),
+                            weight_decay=0.1, fused=device.type == "cuda")
+    stages = [(s, b, max(1, int(n * scale))) for s, b, n in spec["stages"]]
+    total = sum(n for _, _, n in stages)
+    history, step, tokens, t0 = [], 0, 0, time.time()
+    bar = tqdm(total=total, desc=name, file=sys.stdout, mininterval=10)
+    for seq_len, batch, n_steps in stages:
+        rows = training_rows(ids_by_doc, texts, tokenizer, seq_len, rng,
+                             retrieval_rate=spec["retrieval_rate"])
+        for _ in range(n_steps):
+            x = torch.tensor([next(rows) for _ in range(batch)], device=device)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, total, spec["lr"])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(x[:, :-1]).logits  # [batch, seq_len, vocab]
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            tokens += x[:, :-1].numel()
+            history.append((step, round(loss.item(), 4), seq_len))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", seq=seq_len)
+    bar.close()
+    seconds = time.time() - t0
+    model.eval()
+    card = evaluate(name, model, tokenizer, corpus, device)
+    card.update(
+        name=name, architecture="LlamaForCausalLM", config=model.config.to_diff_dict(),
+        parameters=sum(p.numel() for p in model.parameters()),
+        training=dict(spec, stages=stages, steps=step, optimizer="AdamW(0.9, 0.95), wd 0.1",
+                      fim="SantaCoder-style, 50% of documents, PSM/SPM 50/50",
+                      curriculum=CURRICULUM if spec["retrieval_rate"] else "none",
+                      tokens_seen=tokens + (previous["training"]["tokens_seen_total"] if previous else 0),
+                      tokens_this_run=tokens, seconds=round(seconds, 1),
+                      resumed_from=previous["provenance"]["commit"] if previous else None,
+                      tokens_seen_total=tokens + (previous["training"]["tokens_seen_total"] if previous else 0),
+                      loss_history=history[:: max(1, len(history) // 400)]),
+        corpus=corpus.summary(), tokenizer=ZOO[name]["tokenizer"], provenance=provenance())
+    model.to(torch.float16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "model_card.json").write_text(json.dumps(card, indent=1))
+    (out / "README.md").write_text(model_card_markdown(card))
+    return card
+
+
+CURRICULUM = ("retrieval rows: concatenated training files with 1-8 synthetic constants "
+              "`NAME_k = 'value'` (names from 18 stems x 100 suffixes, digit/hex/letter values) "
+              "in the first 60% of lines, each used 1-2 times later (assert ==, assertEqual, "
+              "if !=, print comment, check()). The probes use held-out files and fresh values.")
+
+
+def evaluate(name, model, tokenizer, corpus, device) -> dict:
+    card = {"validation": bits_per_byte(model, tokenizer, corpus.texts("validation"), 512),
+            "test": bits_per_byte(model, tokenizer, corpus.texts("test"), 512)}
+    if name != "tw-micro":
+        card["retrieval_probes"] = [retrieval_probe(model, tokenizer, corpus.texts("test"), d)
+                                    for d in PROBE_DISTANCES]
+        prompt = corpus.texts("test")[3][:400]
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
+        with torch.no_grad():
+            gen = model.generate(ids, max_new_tokens=80, do_sample=False,
+                                 pad_token_id=tokenizer.eos_token_id)
+        card["greedy_sample"] = {"prompt": prompt, "completion": tokenizer.decode(gen[0, ids.shape[1]:])}
+    return card
+
+
+def model_card_markdown(card: dict) -> str:
+    t = card["training"]
+    lines = [f"# {card['name']}", "",
+             f"LlamaForCausalLM, {card['parameters'] / 1e6:.2f}M parameters, "
+             f"tokenizer `{card['tokenizer']}` ({card['config']['vocab_size']} ids), "
+             f"context {card['config']['max_position_embeddings']}.", "",
+             f"- Trained on {t['tokens_seen_total'] / 1e6:.1f}M tokens of the CPython "
+             f"{card['corpus']['python']} standard library (corpus sha256 "
+             f"`{card['corpus']['sha256'][:16]}…`), {t['seconds'] / 60:.1f} min on "
+             f"{card['provenance']['device']}; stages (seq, batch, steps): {t['stages']}.",
+             f"- Fill-in-the-middle: {t['fim']}.", f"- Curriculum: {t['curriculum']}.",
+             f"- Validation: {card['validation']['bits_per_byte']:.3f} bits/byte; "
+             f"test: {card['test']['bits_per_byte']:.3f} bits/byte "
+             f"({card['test']['nats_per_token']:.3f} nats/token).", ""]
+    for p in card.get("retrieval_probes", []):
+        lines.append(f"- Retrieval probe at ~{p['distance']} tokens ({p['distractors']} distractors): "
+                     f"{p['accuracy']:.0%} of {p['n']}.")
+    if "greedy_sample" in card:
+        lines += ["", "Greedy continuation of held-out code:", "", "```python",
+                  card["greedy_sample"]["prompt"] + "⟨model⟩" + card["greedy_sample"]["completion"],
+                  "```"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=list(TRAIN), choices=list(TRAIN))
+    ap.add_argument("--resume", action="store_true", help="continue from the committed weights")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps")
+    ap.add_argument("--corpus", type=Path, help="corpus JSON (to train where Python differs)")
+    ap.add_argument("--save-corpus", type=Path, help="write the corpus JSON and exit")
+    ap.add_argument("--rebuild-tokenizers", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    corpus = load_corpus(args.corpus) if args.corpus else stdlib_corpus()
+    if args.save_corpus:
+        save_corpus(corpus, args.save_corpus)
+        return
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"corpus {corpus.summary()} on {device}", flush=True)
+    for name in args.models:
+        tok = get_tokenizer(ZOO[name]["tokenizer"], corpus, args.rebuild_tokenizers)
+        card = train(name, corpus, tok, device, args.resume, args.scale)
+        probes = {p["distance"]: p["accuracy"] for p in card.get("retrieval_probes", [])}
+        print(f"{name}: test {card['test']['bits_per_byte']:.3f} bits/byte, probes {probes}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
