@@ -192,17 +192,21 @@ def retrieval_probe(model, tokenizer, texts: list[str], distance: int, n_probes:
         values = [f"{rng.randrange(10**6):06d}" for _ in keys]
         target = f"KEY_{keys[0]} = '{values[0]}'\n"
         query = f"assert KEY_{keys[0]} == '"
-        # filler lines after the definition: whole lines, just under `distance` tokens
+        # filler lines after the definition: as many whole lines as stay under `distance`
+        # tokens (tokenized together, as the model sees them), found by bisection
         lines: list[str] = []
         while len(lines) < 4 * distance:
             lines += texts[rng.randrange(len(texts))].splitlines()
         start = rng.randrange(len(lines))
-        after, n = [], 0
-        for line in lines[start:] + lines[:start]:
-            n += len(tokenizer(line + "\n")["input_ids"])
-            if n > distance - 10:
-                break
-            after.append(line)
+        lines = lines[start:] + lines[:start]
+        lo, hi = 0, len(lines)  # more than `distance` tokens in all
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if len(tokenizer("\n".join(lines[:mid]))["input_ids"]) <= distance - 10:
+                lo = mid
+            else:
+                hi = mid - 1
+        after = lines[:lo]
         for k, v in zip(keys[1:], values[1:]):
             after.insert(rng.randrange(len(after) + 1), f"KEY_{k} = '{v}'")
         prompt = target + "\n".join(after) + "\n" + query

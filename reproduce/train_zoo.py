@@ -31,8 +31,8 @@ from tokenworks.zoo import bits_per_byte, retrieval_probe, train_tokenizer, trai
 # stage at the full context is what makes retrieval at ~1,900 tokens possible.
 TRAIN = {
     "tw-micro": dict(stages=[(256, 8, 300)], lr=3e-3, retrieval_rate=0.0),
-    "tw-code-draft": dict(stages=[(512, 16, 400)], lr=3e-3, retrieval_rate=0.1),
-    "tw-code-v2": dict(stages=[(512, 16, 400)], lr=3e-3, retrieval_rate=0.1),
+    "tw-code-draft": dict(stages=[(512, 16, 250)], lr=3e-3, retrieval_rate=0.1),
+    "tw-code-v2": dict(stages=[(512, 16, 250)], lr=3e-3, retrieval_rate=0.1),
     "tw-code": dict(stages=[(512, 16, 1000), (2048, 4, 700)], lr=2e-3, retrieval_rate=0.3),
 }
 PROBE_DISTANCES = (1000, 1900)
@@ -100,7 +100,7 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
             bar.set_postfix(loss=f"{loss.item():.3f}", seq=seq_len)
     bar.close()
     seconds = time.time() - t0
-    model.eval()
+    model = model.to(torch.float16).to(torch.float32).eval()  # evaluate what is committed
     card = evaluate(name, model, tokenizer, corpus, device)
     card.update(
         name=name, architecture="LlamaForCausalLM", config=model.config.to_diff_dict(),
@@ -108,7 +108,6 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
         training=dict(spec, stages=stages, steps=step, optimizer="AdamW(0.9, 0.95), wd 0.1",
                       fim="SantaCoder-style, 50% of documents, PSM/SPM 50/50",
                       curriculum=CURRICULUM if spec["retrieval_rate"] else "none",
-                      tokens_seen=tokens + (previous["training"]["tokens_seen_total"] if previous else 0),
                       tokens_this_run=tokens, seconds=round(seconds, 1),
                       resumed_from=previous["provenance"]["commit"] if previous else None,
                       tokens_seen_total=tokens + (previous["training"]["tokens_seen_total"] if previous else 0),
@@ -142,6 +141,18 @@ def evaluate(name, model, tokenizer, corpus, device) -> dict:
     return card
 
 
+def reevaluate(name: str, corpus, device: torch.device) -> dict:
+    """Re-measure a committed checkpoint and rewrite the measured parts of its card."""
+    path = ZOO_DIR / name
+    card = json.loads((path / "model_card.json").read_text())
+    model = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    card.update(evaluate(name, model, AutoTokenizer.from_pretrained(path), corpus, device))
+    card["evaluated"] = provenance()
+    (path / "model_card.json").write_text(json.dumps(card, indent=1))
+    (path / "README.md").write_text(model_card_markdown(card))
+    return card
+
+
 def model_card_markdown(card: dict) -> str:
     t = card["training"]
     lines = [f"# {card['name']}", "",
@@ -152,7 +163,7 @@ def model_card_markdown(card: dict) -> str:
              f"{card['corpus']['python']} standard library (corpus sha256 "
              f"`{card['corpus']['sha256'][:16]}…`), {t['seconds'] / 60:.1f} min on "
              f"{card['provenance']['device']}; stages (seq, batch, steps): {t['stages']}.",
-             f"- Fill-in-the-middle: {t['fim']}.", f"- Curriculum: {t['curriculum']}.",
+             f"- Fill-in-the-middle: {t['fim']}.", f"- Curriculum: {t['curriculum'].rstrip('.')}.",
              f"- Validation: {card['validation']['bits_per_byte']:.3f} bits/byte; "
              f"test: {card['test']['bits_per_byte']:.3f} bits/byte "
              f"({card['test']['nats_per_token']:.3f} nats/token).", ""]
@@ -174,6 +185,8 @@ def main(argv=None):
     ap.add_argument("--corpus", type=Path, help="corpus JSON (to train where Python differs)")
     ap.add_argument("--save-corpus", type=Path, help="write the corpus JSON and exit")
     ap.add_argument("--rebuild-tokenizers", action="store_true")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="re-measure the committed checkpoints and rewrite their cards")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     args = ap.parse_args(argv)
     if args.threads:
@@ -185,8 +198,11 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"corpus {corpus.summary()} on {device}", flush=True)
     for name in args.models:
-        tok = get_tokenizer(ZOO[name]["tokenizer"], corpus, args.rebuild_tokenizers)
-        card = train(name, corpus, tok, device, args.resume, args.scale)
+        if args.evaluate_only:
+            card = reevaluate(name, corpus, device)
+        else:
+            tok = get_tokenizer(ZOO[name]["tokenizer"], corpus, args.rebuild_tokenizers)
+            card = train(name, corpus, tok, device, args.resume, args.scale)
         probes = {p["distance"]: p["accuracy"] for p in card.get("retrieval_probes", [])}
         print(f"{name}: test {card['test']['bits_per_byte']:.3f} bits/byte, probes {probes}",
               flush=True)

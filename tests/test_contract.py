@@ -1,0 +1,73 @@
+"""Every notebook follows the notebook contract; the runner and results helpers behave."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from tokenworks.results import figure_path, load_result, provenance, save_result
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = yaml.safe_load((ROOT / "reproduce/config.yaml").read_text())
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_every_notebook_has_reproduction_runs():
+    assert {p.stem for p in NOTEBOOKS} == set(CONFIG)
+    for name, spec in CONFIG.items():
+        assert (ROOT / spec["notebook"]).exists() and spec["timeout"] > 0
+        assert "smoke" in spec["runs"] and "full" in spec["runs"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_contract(path):
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and "arxiv.org/abs/" in first.source
+    key = first.source.split("`")[1]
+    assert f"{{{key}," in (ROOT / "references.bib").read_text(), f"{key} not in references.bib"
+    params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    for name in ("model", "device", "config"):
+        assert f"\n{name}: str = " in "\n" + params[0].source
+    assert all(": " in line and "#" in line for line in params[0].source.splitlines() if line.strip())
+    text = "\n".join(c.source for c in nb.cells)
+    assert "Paper vs. this run" in text and "save_result(" in text
+    assert any("NBVAL_CHECK_OUTPUT" in c.source for c in nb.cells if c.cell_type == "code")
+    executed = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in executed), "commit the notebook with its outputs"
+    assert not any(o.get("output_type") == "error" for c in executed for o in c.get("outputs", []))
+
+
+def test_save_and_load_result(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOKENWORKS_OUT", str(tmp_path))
+    path = save_result("demo", "unit", {"x": 1.5}, {"p": 2})
+    assert path == tmp_path / "results/demo/unit.json"
+    record = load_result("demo", "unit")
+    assert record["metrics"] == {"x": 1.5} and record["parameters"] == {"p": 2}
+    assert set(record["provenance"]) >= {"commit", "dirty", "device", "packages", "time"}
+    assert figure_path("demo", "curve", "full") == tmp_path / "figures/demo_curve.png"
+    assert figure_path("demo", "curve", "smoke") == tmp_path / "figures/demo_curve_smoke.png"
+    with pytest.raises(FileNotFoundError, match="make reproduce"):
+        load_result("demo", "missing")
+
+
+def test_provenance_names_the_commit():
+    p = provenance()
+    assert p["commit"] is None or len(p["commit"]) == 40
+    assert p["packages"]["torch"].startswith("2.13.0")
+
+
+def test_runner_rejects_unknown_notebooks():
+    proc = subprocess.run([sys.executable, str(ROOT / "reproduce/run.py"), "no-such-method"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown notebook" in proc.stderr
+
+
+def test_results_on_disk_are_complete():
+    for path in (ROOT / "results").glob("*/*.json"):
+        record = json.loads(path.read_text())
+        assert {"method", "config", "metrics", "parameters", "provenance"} <= set(record), path
