@@ -1,0 +1,144 @@
+"""One loop for every lossless speculative method: draft a tree, verify it, keep the accepted path.
+
+Each step (batch 1, greedy):
+
+1. the drafter proposes a :class:`~tokenworks.speculative.tree.DraftTree` whose root is the
+   last committed token ``cur`` (not yet in the KV cache, which holds ``L`` tokens);
+2. one forward runs the ``T`` tree tokens at positions ``L + depth`` with the ancestor mask
+   (cache fully visible), appending ``T`` keys and values;
+3. greedy verification keeps the longest path whose tokens equal their parents' argmax,
+   and emits the path's drafted tokens plus the bonus token (argmax after its last node);
+4. the cache is compacted so that only the path's keys and values stay (``L + len(path)``);
+5. the drafter sees the logits of every node (Token Recycling learns from all of them).
+
+Greedy decoding is the special case of a one-node tree. The output is token for token the
+greedy output of the model, up to floating-point differences between a ``T``-token and a
+one-token forward (nil in float64; the paper's fp16 runs note rare divergences).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from tokenworks.speculative.tree import DraftTree, additive_mask
+
+
+@dataclass
+class Generation:
+    """Tokens generated (prompt excluded) and what each step did."""
+
+    tokens: list[int]
+    accepted: list[int] = field(default_factory=list)  # tokens emitted per step, bonus included
+    drafted: list[int] = field(default_factory=list)  # tree size per step, root excluded
+    seconds: float = 0.0
+    draft_seconds: float = 0.0  # time spent in the drafter (drafting and updating)
+
+    @property
+    def steps(self) -> int:
+        return len(self.accepted)
+
+    @property
+    def mean_accepted(self) -> float:
+        """Mean accepted tokens per step, counting the bonus token (1.0 for greedy)."""
+        return sum(self.accepted) / max(1, self.steps)
+
+
+def _compact(cache: DynamicCache, cache_len: int, path: list[int]) -> None:
+    """Keep the first ``cache_len`` positions and the tree nodes on ``path``; drop the rest."""
+    device = cache.layers[0].keys.device
+    keep = torch.cat([torch.arange(cache_len, device=device),
+                      cache_len + torch.tensor(path, device=device)])
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(-2, keep)
+        layer.values = layer.values.index_select(-2, keep)
+
+
+def _as_prompt(input_ids) -> list[int]:
+    if isinstance(input_ids, torch.Tensor):
+        if input_ids.dim() == 2:
+            if input_ids.shape[0] != 1:
+                raise ValueError(f"speculative generation is batch 1; got a batch of "
+                                 f"{input_ids.shape[0]} prompts: call it once per prompt")
+            input_ids = input_ids[0]
+        input_ids = input_ids.tolist()
+    prompt = [int(t) for t in input_ids]
+    if not prompt:
+        raise ValueError("the prompt is empty: pass at least one token id")
+    return prompt
+
+
+@torch.no_grad()
+def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id: int | None = None) -> Generation:
+    """Generate up to ``max_new_tokens`` tokens greedily, drafting with ``drafter``.
+
+    ``drafter`` has ``start(prompt)``, ``draft(context) -> DraftTree`` and
+    ``update(tree, logits, path, context)``. Stops after an EOS token (kept in the output).
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    prompt = _as_prompt(input_ids)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    cache = DynamicCache(config=model.config)
+    t0 = time.perf_counter()
+    if len(prompt) > 1:  # prefill all but the last token, which becomes the first root
+        out = model(torch.tensor([prompt[:-1]], device=device), past_key_values=cache, use_cache=True)
+        if out.past_key_values is None or cache.get_seq_length() != len(prompt) - 1:
+            raise ValueError(f"{type(model).__name__} did not fill a KV cache; speculative "
+                             "decoding needs a causal LM that returns past_key_values")
+    td = time.perf_counter()
+    drafter.start(prompt)
+    gen = Generation(tokens=[])
+    gen.draft_seconds += time.perf_counter() - td
+    context = list(prompt)
+    while len(gen.tokens) < max_new_tokens:
+        td = time.perf_counter()
+        tree = drafter.draft(context)
+        gen.draft_seconds += time.perf_counter() - td
+        if tree.tokens[0] != context[-1]:
+            raise RuntimeError(f"{type(drafter).__name__} drafted a tree whose root is not the last token")
+        L, T = len(context) - 1, len(tree)
+        ids = torch.tensor([tree.tokens], device=device)
+        depth = torch.tensor([tree.depths()], device=device)
+        mask = additive_mask(tree, L, dtype, device) if T > 1 else None
+        out = model(ids, position_ids=L + depth, attention_mask=mask, past_key_values=cache,
+                    use_cache=True)
+        if cache.get_seq_length() != L + T:
+            raise ValueError(f"{type(model).__name__} did not extend its KV cache; speculative "
+                             "decoding needs a causal LM that returns past_key_values")
+        logits = out.logits[0]  # [T, vocab]
+        path = tree.accept_greedy(logits.argmax(-1).tolist())
+        new = [tree.tokens[i] for i in path[1:]] + [int(logits[path[-1]].argmax())]
+        if T > 1:
+            _compact(cache, L, path)
+        context += new
+        td = time.perf_counter()
+        drafter.update(tree, logits, path, context)
+        gen.draft_seconds += time.perf_counter() - td
+        gen.accepted.append(len(new))
+        gen.drafted.append(T - 1)
+        gen.tokens += new
+        if eos_token_id is not None and eos_token_id in new:
+            gen.tokens = gen.tokens[: len(gen.tokens) - len(new) + new.index(eos_token_id) + 1]
+            break
+    gen.tokens = gen.tokens[:max_new_tokens]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    gen.seconds = time.perf_counter() - t0
+    return gen
+
+
+class Greedy:
+    """The reference: a one-node tree every step (plain autoregressive greedy decoding)."""
+
+    def start(self, prompt: list[int]) -> None:
+        pass
+
+    def draft(self, context: list[int]) -> DraftTree:
+        return DraftTree([context[-1]], [-1])
+
+    def update(self, tree, logits, path, context) -> None:
+        pass

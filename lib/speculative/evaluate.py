@@ -1,0 +1,100 @@
+"""Run decoding methods side by side over a prompt suite: identity with greedy, acceptance, speed.
+
+Speed follows Spec-Bench: per prompt, tokens per second with the prefill included; a
+method's speed-up is the mean of its tokens per second over the mean of the baseline's,
+measured in the same run with the methods interleaved prompt by prompt (this machine's
+speed drifts, so sequential blocks per method would bias the ratio).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from tokenworks.speculative import generate, make_drafter
+
+
+def hf_generate(model, ids: list[int], max_new_tokens: int, eos_token_id: int, **kwargs) -> list[int]:
+    """Hugging Face ``generate``, greedy (``kwargs`` such as ``prompt_lookup_num_tokens``)."""
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                         do_sample=False, eos_token_id=eos_token_id, pad_token_id=eos_token_id, **kwargs)
+    return out[0, len(ids):].tolist()
+
+
+def method_runners(model, methods: list[str], options: dict | None = None) -> dict:
+    """``name -> fn(ids, max_new_tokens, eos) -> (tokens, accepted per step or None, draft s)``.
+
+    Ours: ``greedy``, ``prompt_lookup``, ``token_recycling``, ``lookahead`` (one drafter per
+    method, kept across prompts as in the papers). Peers: ``hf_greedy`` and
+    ``hf_prompt_lookup`` (``generate(prompt_lookup_num_tokens=10)``).
+    """
+    options = options or {}
+    runners = {}
+    for name in methods:
+        if name == "hf_greedy":
+            runners[name] = lambda ids, n, eos: (hf_generate(model, ids, n, eos), None, 0.0)
+        elif name == "hf_prompt_lookup":
+            runners[name] = lambda ids, n, eos: (
+                hf_generate(model, ids, n, eos, prompt_lookup_num_tokens=10), None, 0.0)
+        else:
+            drafter = make_drafter(name, model, **options.get(name, {}))
+
+            def fn(ids, n, eos, drafter=drafter):
+                g = generate(model, ids, max_new_tokens=n, drafter=drafter, eos_token_id=eos)
+                return g.tokens, g.accepted, g.draft_seconds
+            runners[name] = fn
+    return runners
+
+
+def run_suite(model, tokenizer, prompts: list[dict], methods: list[str], max_new_tokens: int,
+              options: dict | None = None, reference: str = "greedy", warmup: int = 1) -> list[dict]:
+    """One row per (prompt, method): tokens, identical-to-reference flag, seconds, acceptance."""
+    if reference not in methods:
+        raise ValueError(f"the reference method {reference!r} must be among {methods}")
+    runners = method_runners(model, methods, options)
+    eos = tokenizer.eos_token_id
+    encoded = [tokenizer(p["prompt"])["input_ids"] for p in prompts]
+    for ids in encoded[:warmup]:
+        for fn in runners.values():
+            fn(ids, 8, eos)
+    rows = []
+    for i, (p, ids) in enumerate(zip(prompts, tqdm(encoded, desc="prompts", mininterval=5))):
+        outputs = {}
+        for name, fn in runners.items():
+            t0 = time.perf_counter()
+            tokens, accepted, draft_s = fn(ids, max_new_tokens, eos)
+            if next(model.parameters()).device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            outputs[name] = tokens
+            rows.append({"prompt": i, "category": p["category"], "method": name,
+                         "prompt_tokens": len(ids), "new_tokens": len(tokens), "seconds": seconds,
+                         "steps": len(accepted) if accepted else None,
+                         "accepted": accepted, "draft_seconds": draft_s})
+        for r in rows[-len(runners):]:
+            r["identical"] = outputs[r["method"]] == outputs[reference]
+    return rows
+
+
+def summarize(rows: list[dict], baseline: str = "greedy") -> list[dict]:
+    """Per method and category (and ``all``): identical outputs, mean accepted tokens per step
+    (bonus included), tokens per second and speed-up over ``baseline``."""
+    def tps(rs):
+        return sum(r["new_tokens"] / r["seconds"] for r in rs) / len(rs)
+
+    cats = sorted({r["category"] for r in rows}) + ["all"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = []
+    for m in methods:
+        for c in cats:
+            rs = [r for r in rows if r["method"] == m and c in ("all", r["category"])]
+            base = [r for r in rows if r["method"] == baseline and c in ("all", r["category"])]
+            acc = [a for r in rs for a in (r["accepted"] or [])]
+            out.append({"method": m, "category": c, "prompts": len(rs),
+                        "identical": sum(r["identical"] for r in rs),
+                        "mean_accepted": sum(acc) / len(acc) if acc else None,
+                        "tokens_per_s": tps(rs), "speedup": tps(rs) / tps(base),
+                        "draft_share": sum(r["draft_seconds"] for r in rs) / sum(r["seconds"] for r in rs)})
+    return out

@@ -1,0 +1,192 @@
+"""The speculative harness: draft trees, tree-masked verification, cache compaction, losslessness."""
+import functools
+import random
+
+import pytest
+import torch
+
+from tokenworks.corpus import stdlib_corpus
+from tokenworks.models import load
+from tokenworks.speculative import METHODS, DraftTree, generate, make_drafter
+from tokenworks.speculative.engine import Greedy, _compact, run
+from tokenworks.speculative.evaluate import hf_generate, run_suite, summarize
+from tokenworks.speculative.suite import CATEGORIES, stdlib_suite
+from tokenworks.speculative.token_recycling import TEMPLATE_80
+from tokenworks.speculative.tree import additive_mask, check_parents, template_from_paths
+
+
+@functools.cache
+def model64(name):
+    model, tok = load(name, device="cpu", dtype=torch.float64)
+    return model, tok
+
+
+@functools.cache
+def suite(n=2):
+    _, tok = model64("tw-code")
+    return stdlib_suite(stdlib_corpus().texts("test"), tok, n=n, max_prompt_tokens=256)
+
+
+# --- trees -------------------------------------------------------------------------------
+
+def test_template_80_has_the_papers_shape():
+    parents, ranks = template_from_paths(TEMPLATE_80)
+    depths = DraftTree([0] * len(parents), parents).depths()
+    assert len(parents) == 81
+    assert [depths.count(d) for d in range(1, 7)] == [8, 21, 25, 15, 8, 3]
+
+
+def test_ancestor_mask_and_accept():
+    #        0
+    #      1   2
+    #     3     4 - 5
+    tree = DraftTree([10, 11, 12, 13, 14, 15], [-1, 0, 0, 1, 2, 4])
+    mask = tree.ancestor_mask()
+    assert mask[5].tolist() == [True, False, True, False, True, True]
+    assert mask.sum().item() == 1 + 2 + 2 + 3 + 3 + 4
+    # argmax after node i; root predicts 12, node 2 predicts 14, node 4 predicts 99
+    assert tree.accept_greedy([12, 0, 14, 0, 99, 0]) == [0, 2, 4]
+    assert tree.accept_greedy([7, 0, 0, 0, 0, 0]) == [0]
+
+
+def test_additive_mask_sees_cache_and_ancestors_only():
+    tree = DraftTree([1, 2, 3], [-1, 0, 0])
+    m = additive_mask(tree, cache_len=4, dtype=torch.float32, device="cpu")[0, 0]
+    assert m.shape == (3, 7) and (m[:, :4] == 0).all()
+    assert (m[2, 4:] == 0).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("parents,message", [
+    ([-1, 0, 3, 2], "cycle"), ([-1, 0, 5], "orphan"), ([0, 0], "root")])
+def test_bad_trees_fail_clearly(parents, message):
+    with pytest.raises(ValueError, match=message):
+        check_parents(parents)
+    with pytest.raises(ValueError, match=message):
+        DraftTree([0] * len(parents), parents)
+
+
+def test_bad_templates_fail_clearly():
+    with pytest.raises(ValueError, match="orphan"):
+        template_from_paths([[0], [1, 0, 0]])
+    with pytest.raises(ValueError, match="twice"):
+        template_from_paths([[0], [0]])
+    with pytest.raises(ValueError, match="rank 9"):
+        make_drafter("token_recycling", model64("tw-micro")[0], template=[[0], [9]])
+    with pytest.raises(ValueError, match="cycle"):
+        make_drafter("token_recycling", model64("tw-micro")[0], template=([-1, 2, 1], [-1, 0, 0]))
+
+
+# --- verification in the model -----------------------------------------------------------
+
+def test_tree_forward_equals_plain_forward_along_every_path():
+    """Each tree node's logits equal a plain forward over prompt + its root path."""
+    model, tok = model64("tw-micro")
+    prompt = tok("def main(argv):\n    for arg in argv:\n")["input_ids"]
+    rng = random.Random(0)
+    T = 20
+    tree = DraftTree([prompt[-1]] + [rng.randrange(100, 4000) for _ in range(T - 1)],
+                     [-1] + [rng.randrange(i) for i in range(1, T)])
+    with torch.no_grad():
+        cache = model(torch.tensor([prompt[:-1]]), use_cache=True).past_key_values
+        L = len(prompt) - 1
+        logits = model(torch.tensor([tree.tokens]), past_key_values=cache,
+                       position_ids=L + torch.tensor([tree.depths()]),
+                       attention_mask=additive_mask(tree, L, torch.float64, "cpu")).logits[0]
+        for i in range(T):
+            path, node = [], i
+            while node != -1:
+                path.append(tree.tokens[node])
+                node = tree.parents[node]
+            plain = model(torch.tensor([prompt[:-1] + path[::-1]])).logits[0, -1]
+            torch.testing.assert_close(logits[i], plain, atol=1e-9, rtol=1e-9)
+
+
+def test_compacted_cache_equals_the_cache_of_the_accepted_text():
+    """After a tree step and compaction, the cache is what a plain forward over the accepted
+    path would have cached (keys carry RoPE at the path's positions)."""
+    model, tok = model64("tw-micro")
+    prompt = tok("for i in range(10):\n    print(i)\n")["input_ids"]
+    tree = DraftTree([prompt[-1], 11, 12, 13, 14, 15], [-1, 0, 0, 2, 2, 3])
+    path = [0, 2, 3, 5]
+    L = len(prompt) - 1
+    with torch.no_grad():
+        cache = model(torch.tensor([prompt[:-1]]), use_cache=True).past_key_values
+        model(torch.tensor([tree.tokens]), past_key_values=cache,
+              position_ids=L + torch.tensor([tree.depths()]),
+              attention_mask=additive_mask(tree, L, torch.float64, "cpu"))
+        _compact(cache, L, path)
+        plain = model(torch.tensor([prompt[:-1] + [tree.tokens[i] for i in path]]),
+                      use_cache=True).past_key_values
+    assert cache.get_seq_length() == L + len(path)
+    for ours, ref in zip(cache.layers, plain.layers):
+        torch.testing.assert_close(ours.keys, ref.keys, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(ours.values, ref.values, atol=1e-10, rtol=1e-10)
+
+
+# --- losslessness ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["tw-micro", "tw-code"])
+def test_every_method_equals_greedy_and_hf_generate(name):
+    """On suite prompts of every category, every method's tokens equal greedy decoding's and
+    Hugging Face generate's, token for token (float64, so no rounding ties)."""
+    model, tok = model64(name)
+    prompts = suite()
+    rows = run_suite(model, tok, prompts, ["greedy", "hf_greedy", "prompt_lookup",
+                                           "token_recycling", "lookahead"], max_new_tokens=40)
+    bad = [(r["prompt"], r["method"]) for r in rows if not r["identical"]]
+    assert not bad, f"outputs differ from greedy: {bad}"
+    assert {r["category"] for r in rows} == set(CATEGORIES)
+    multi = [r for r in rows if r["method"] == "token_recycling" and max(r["accepted"]) > 1]
+    assert multi, "Token Recycling never accepted a draft: the test would not test anything"
+    table = summarize(rows)
+    greedy_all = next(s for s in table if s["method"] == "greedy" and s["category"] == "all")
+    assert greedy_all["mean_accepted"] == 1.0 and greedy_all["speedup"] == 1.0
+
+
+def test_eos_stops_and_is_kept():
+    model, tok = model64("tw-code")
+    prompt = tok("x = 1\n")["input_ids"]
+    free = generate(model, prompt, "greedy", max_new_tokens=12, eos_token_id=-1).tokens
+    eos = free[3]
+    for method in METHODS:
+        out = generate(model, prompt, method, max_new_tokens=12, eos_token_id=eos).tokens
+        assert out == free[: free.index(eos) + 1]
+        assert out == hf_generate(model, prompt, 12, eos)
+
+
+def test_max_new_tokens_is_respected_by_multi_token_steps():
+    model, tok = model64("tw-micro")
+    prompt = tok("aaaa bbbb aaaa bbbb aaaa bbbb aaaa")["input_ids"]
+    for n in (1, 2, 5):
+        for method in METHODS:
+            assert len(generate(model, prompt, method, max_new_tokens=n, eos_token_id=-1).tokens) == n
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+def test_bad_input_fails_clearly():
+    model, _ = model64("tw-micro")
+    with pytest.raises(ValueError, match="empty"):
+        generate(model, [], "greedy")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, [1, 2], "greedy", max_new_tokens=0)
+    with pytest.raises(ValueError, match="unknown method .* token_recycling"):
+        generate(model, [1, 2], "medusa")
+    with pytest.raises(ValueError, match="batch 1"):
+        generate(model, torch.ones(2, 3, dtype=torch.long), "greedy")
+    with pytest.raises(ValueError, match="KV cache"):
+        generate(torch.nn.Linear(2, 2), [1, 2], "greedy")
+
+
+def test_model_that_does_not_cache_fails_clearly():
+    model, _ = model64("tw-micro")
+
+    class NoCache(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.config = model, model.config
+
+        def forward(self, *args, past_key_values=None, **kwargs):
+            return self.inner(*args, **kwargs)  # drops the cache
+    with pytest.raises(ValueError, match="KV cache"):
+        run(NoCache(), [1, 2, 3], Greedy(), max_new_tokens=2)

@@ -1,0 +1,42 @@
+"""Token Recycling's drafter: the matrix fill (one gather per depth) and the recycling update."""
+import torch
+
+from tokenworks.speculative import DraftTree, TokenRecycling, generate, make_drafter
+from tokenworks.models import load
+
+
+def test_draft_follows_the_matrix():
+    tr = TokenRecycling(vocab_size=50, k=3, template=[[0], [1], [0, 0], [0, 2], [1, 0], [0, 0, 1]])
+    tr.A[7] = torch.tensor([20, 21, 22])
+    tr.A[20] = torch.tensor([30, 31, 32])
+    tr.A[21] = torch.tensor([40, 41, 42])
+    tr.A[30] = torch.tensor([1, 2, 3])
+    tree = tr.draft([5, 7])
+    # root 7; [0]=A[7,0]=20; [1]=A[7,1]=21; [0,0]=A[20,0]=30; [0,2]=A[20,2]=32;
+    # [1,0]=A[21,0]=40; [0,0,1]=A[30,1]=2
+    assert tree.tokens == [7, 20, 21, 30, 32, 40, 2]
+    assert tree.parents == [-1, 0, 0, 1, 1, 2, 3]
+
+
+def test_update_recycles_every_node_last_write_wins():
+    tr = TokenRecycling(vocab_size=10, k=2, template=[[0], [1]])
+    tree = DraftTree([3, 4, 3], [-1, 0, 0])  # token 3 twice: node 2 wins
+    logits = torch.tensor([[0., 1, 2, 3, 4, 5, 6, 7, 8, 9],
+                           [9., 8, 7, 6, 5, 4, 3, 2, 1, 0],
+                           [0., 0, 5, 0, 0, 0, 0, 0, 7, 0]])
+    tr.update(tree, logits, [0], [3])
+    assert tr.A[4].tolist() == [0, 1] and tr.A[3].tolist() == [8, 2]
+    assert tr.A[5].tolist() == [0, 0]  # untouched rows stay zero
+
+
+def test_state_is_kept_across_queries_and_runs_are_deterministic():
+    model, tok = load("tw-micro", device="cpu", dtype=torch.float64)
+    prompts = [tok(t)["input_ids"] for t in ("import os\nimport sys\n", "def f(x):\n    return x\n")]
+
+    def run_all():
+        drafter = make_drafter("token_recycling", model)
+        return [generate(model, p, max_new_tokens=24, drafter=drafter).accepted for p in prompts], drafter
+
+    (a, d1), (b, d2) = run_all(), run_all()
+    assert a == b and torch.equal(d1.A, d2.A)
+    assert d1.A.any(), "the matrix was never filled"
