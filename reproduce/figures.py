@@ -13,7 +13,9 @@ from tokenworks.models import ZOO, ZOO_DIR
 from tokenworks.results import REPO, figure_path
 
 # method -> {figure name: plotting function of a results record}
-FIGURES = {"tensorbleu": {"speedup": plots.tensorbleu_speedup}}
+FIGURES = {"tensorbleu": {"speedup": plots.tensorbleu_speedup},
+           "token_recycling": {"speedup": plots.speculative_speedup, "accepted": plots.speculative_accepted},
+           "lookahead": {"speedup": plots.speculative_speedup, "accepted": plots.speculative_accepted}}
 PUBLISHED = "full"  # the configuration the README and figures/ report
 RETRIEVAL_TARGET = 0.9  # issue 2: what tw-code must retrieve with the full cache
 

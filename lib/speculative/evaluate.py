@@ -23,6 +23,18 @@ def hf_generate(model, ids: list[int], max_new_tokens: int, eos_token_id: int, *
     return out[0, len(ids):].tolist()
 
 
+def repeated_ngram_share(prompt: list[int], output: list[int], n: int = 4) -> float:
+    """Share of the output's tokens that complete an ``n``-gram already seen earlier in the
+    prompt or output: how much room copying drafts (lookup, tries) have."""
+    seq, seen, hits = prompt + output, set(), 0
+    for j in range(n, len(seq) + 1):
+        gram = tuple(seq[j - n:j])
+        if j > len(prompt):
+            hits += gram in seen
+        seen.add(gram)
+    return hits / max(1, len(output))
+
+
 def method_runners(model, methods: list[str], options: dict | None = None) -> dict:
     """``name -> fn(ids, max_new_tokens, eos) -> (tokens, accepted per step or None, draft s)``.
 
@@ -75,12 +87,14 @@ def run_suite(model, tokenizer, prompts: list[dict], methods: list[str], max_new
                          "accepted": accepted, "draft_seconds": draft_s})
         for r in rows[-len(runners):]:
             r["identical"] = outputs[r["method"]] == outputs[reference]
+            r["repeated_4grams"] = repeated_ngram_share(ids, outputs[reference])
     return rows
 
 
 def summarize(rows: list[dict], baseline: str = "greedy") -> list[dict]:
     """Per method and category (and ``all``): identical outputs, mean accepted tokens per step
-    (bonus included), tokens per second and speed-up over ``baseline``."""
+    (bonus included), tokens per second, speed-up over ``baseline``, and the share of the
+    greedy output's tokens that repeat an earlier 4-gram."""
     def tps(rs):
         return sum(r["new_tokens"] / r["seconds"] for r in rs) / len(rs)
 
@@ -96,5 +110,6 @@ def summarize(rows: list[dict], baseline: str = "greedy") -> list[dict]:
                         "identical": sum(r["identical"] for r in rs),
                         "mean_accepted": sum(acc) / len(acc) if acc else None,
                         "tokens_per_s": tps(rs), "speedup": tps(rs) / tps(base),
+                        "repeated_4grams": sum(r["repeated_4grams"] for r in rs) / len(rs),
                         "draft_share": sum(r["draft_seconds"] for r in rs) / sum(r["seconds"] for r in rs)})
     return out
