@@ -190,3 +190,30 @@ def test_model_that_does_not_cache_fails_clearly():
             return self.inner(*args, **kwargs)  # drops the cache
     with pytest.raises(ValueError, match="KV cache"):
         run(NoCache(), [1, 2, 3], Greedy(), max_new_tokens=2)
+
+
+def test_suite_is_deterministic_and_held_out(tmp_path):
+    _, tok = model64("tw-code")
+    texts = stdlib_corpus().texts("test")
+    a = stdlib_suite(texts, tok, n=3, max_prompt_tokens=128, seed=1)
+    b = stdlib_suite(texts, tok, n=3, max_prompt_tokens=128, seed=1)
+    assert a == b and len(a) == 12
+    assert all(len(tok(p["prompt"])["input_ids"]) <= 128 for p in a)
+    copy = [p for p in a if p["category"] == "copy_edit"]
+    assert all("renamed to" in p["prompt"] and p["prompt"].rstrip().endswith(":") for p in copy)
+    with pytest.raises(ValueError, match="n >= 1"):
+        stdlib_suite(texts, tok, n=0)
+
+
+def test_spec_bench_question_file(tmp_path):
+    """Spec-Bench's question.jsonl format loads through `datasets` (first turn, n per category)."""
+    from tokenworks.speculative.suite import spec_bench
+    import json
+    rows = [{"question_id": i, "category": c, "turns": [f"question {i}", "follow-up"]}
+            for i, c in enumerate(["mt_bench", "mt_bench", "translation", "qa"])]
+    path = tmp_path / "question.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    _, tok = model64("tw-micro")
+    out = spec_bench(str(path), tok, n=1)
+    assert [(p["category"], p["prompt"]) for p in out] == [
+        ("mt_bench", "question 0"), ("translation", "question 2"), ("qa", "question 3")]
