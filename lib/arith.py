@@ -1,0 +1,82 @@
+"""Multi-step arithmetic word problems with a worked chain of thought, for the `tw-arith` model.
+
+>>> p = problem(random.Random(0))
+>>> p["question"]   # 'Mia has 14 marbles. She finds 9 more. ... How many marbles does Mia have now?'
+>>> p["solution"]   # '14 + 9 = 23. 23 - 6 = 17. #### 17'
+
+Each problem tracks one quantity through 2 to 4 operations (gain, loss, multiply, share);
+the chain of thought writes one equation per step and the answer after ``####``. Train and
+test sets come from different seeds, and the test set drops any question that also occurs
+in the training set, so test problems are never seen in training.
+"""
+from __future__ import annotations
+
+import random
+import re
+
+NAMES = ["Mia", "Leo", "Ava", "Noah", "Zoe", "Omar", "Ines", "Ken", "Lena", "Raj", "Sara", "Tom"]
+ITEMS = ["apples", "marbles", "stamps", "coins", "books", "shells", "cards", "pencils"]
+PRONOUN = {"Mia": "She", "Ava": "She", "Zoe": "She", "Ines": "She", "Lena": "She", "Sara": "She"}
+
+
+def problem(rng: random.Random, steps: tuple[int, int] = (2, 4), max_value: int = 200) -> dict:
+    """One problem: ``question``, ``solution`` (chain of thought and ``#### answer``), ``answer``."""
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    he = PRONOUN.get(name, "He")
+    value = rng.randint(2, 40)
+    sentences = [f"{name} has {value} {item}."]
+    equations = []
+    for _ in range(rng.randint(*steps)):
+        kind = rng.choice(["gain", "lose", "times", "share"])
+        if kind == "times" and value * 2 <= max_value:
+            k = rng.randint(2, min(5, max_value // value))
+            sentences.append(f"{he} ends up with {k} times as many.")
+            new, eq = value * k, f"{value} * {k} = {value * k}"
+        elif kind == "share" and value >= 4 and any(value % k == 0 for k in (2, 3, 4)):
+            k = rng.choice([k for k in (2, 3, 4) if value % k == 0])
+            part = {2: "half", 3: "third", 4: "quarter"}[k]
+            sentences.append(f"{he} keeps one {part} of them and gives the rest away.")
+            new, eq = value // k, f"{value} / {k} = {value // k}"
+        elif kind == "lose" and value > 1:
+            k = rng.randint(1, value - 1)
+            sentences.append(f"{he} gives {k} to a friend.")
+            new, eq = value - k, f"{value} - {k} = {value - k}"
+        else:
+            k = rng.randint(1, max(1, min(50, max_value - value)))
+            sentences.append(f"{he} gets {k} more.")
+            new, eq = value + k, f"{value} + {k} = {value + k}"
+        value = new
+        equations.append(eq)
+    sentences.append(f"How many {item} does {name} have now?")
+    return {"question": " ".join(sentences), "solution": ". ".join(equations) + f". #### {value}",
+            "answer": value}
+
+
+def problems(n: int, seed: int, exclude: set[str] | None = None) -> list[dict]:
+    """``n`` distinct problems from ``seed``, none of whose questions is in ``exclude``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    rng, seen, out = random.Random(seed), set(exclude or ()), []
+    for _ in range(100 * n):
+        p = problem(rng)
+        if p["question"] not in seen:
+            seen.add(p["question"])
+            out.append(p)
+            if len(out) == n:
+                return out
+    raise ValueError(f"could not draw {n} distinct problems from seed {seed}")
+
+
+def prompt(p: dict) -> str:
+    """What the model sees; it must continue with the solution."""
+    return f"Q: {p['question']}\nA:"
+
+
+def training_text(p: dict) -> str:
+    return f"{prompt(p)} {p['solution']}\n"
+
+
+def extract_answer(text: str) -> int | None:
+    """The integer after the first ``####`` (``None`` if there is none)."""
+    m = re.search(r"####\s*(-?\d+)", text)
+    return int(m.group(1)) if m else None
