@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from tokenworks.speculative.kernel_attention import uses_tree_kernel
 from tokenworks.speculative.tree import DraftTree, additive_mask
 
 
@@ -42,7 +43,9 @@ class Generation:
 
     @property
     def mean_accepted(self) -> float:
-        """Mean accepted tokens per step, counting the bonus token (1.0 for greedy)."""
+        """Mean accepted tokens per step, counting the bonus token (1.0 for greedy). As in
+        Spec-Bench, the last step counts every token it accepted, also those cut off by
+        ``max_new_tokens`` or after EOS."""
         return sum(self.accepted) / max(1, self.steps)
 
 
@@ -94,18 +97,22 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id: int | None
     gen = Generation(tokens=[])
     gen.draft_seconds += time.perf_counter() - td
     context = list(prompt)
+    kernel = uses_tree_kernel(model)
+    if kernel:
+        from tokenworks.kernels.tree_attention import ancestor_bits
     while len(gen.tokens) < max_new_tokens:
         td = time.perf_counter()
         tree = drafter.draft(context)
         gen.draft_seconds += time.perf_counter() - td
-        if tree.tokens[0] != context[-1]:
+        if not tree.tokens or tree.tokens[0] != context[-1]:
             raise RuntimeError(f"{type(drafter).__name__} drafted a tree whose root is not the last token")
         L, T = len(context) - 1, len(tree)
         ids = torch.tensor([tree.tokens], device=device)
         depth = torch.tensor([tree.depths()], device=device)
         mask = additive_mask(tree, L, dtype, device) if T > 1 else None
+        extra = {"tree_bits": ancestor_bits(tree.ancestor_mask(device))} if kernel and T > 1 else {}
         out = model(ids, position_ids=L + depth, attention_mask=mask, past_key_values=cache,
-                    use_cache=True)
+                    use_cache=True, **extra)
         if cache.get_seq_length() != L + T:
             raise ValueError(f"{type(model).__name__} did not extend its KV cache; speculative "
                              "decoding needs a causal LM that returns past_key_values")
