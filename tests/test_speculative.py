@@ -51,13 +51,13 @@ def test_ancestor_mask_and_accept():
 
 def test_additive_mask_sees_cache_and_ancestors_only():
     tree = DraftTree([1, 2, 3], [-1, 0, 0])
-    m = additive_mask(tree, cache_len=4, dtype=torch.float32, device="cpu")[0, 0]
+    m = additive_mask(tree.ancestor_mask(), cache_len=4, dtype=torch.float32)[0, 0]
     assert m.shape == (3, 7) and (m[:, :4] == 0).all()
     assert (m[2, 4:] == 0).tolist() == [True, False, True]
 
 
 @pytest.mark.parametrize("parents,message", [
-    ([-1, 0, 3, 2], "cycle"), ([-1, 0, 5], "orphan"), ([0, 0], "root")])
+    ([-1, 0, 3, 2], "cycle"), ([-1, 0, 5], "orphan"), ([-1, -5], "orphan"), ([0, 0], "root")])
 def test_bad_trees_fail_clearly(parents, message):
     with pytest.raises(ValueError, match=message):
         check_parents(parents)
@@ -91,7 +91,7 @@ def test_tree_forward_equals_plain_forward_along_every_path():
         L = len(prompt) - 1
         logits = model(torch.tensor([tree.tokens]), past_key_values=cache,
                        position_ids=L + torch.tensor([tree.depths()]),
-                       attention_mask=additive_mask(tree, L, torch.float64, "cpu")).logits[0]
+                       attention_mask=additive_mask(tree.ancestor_mask(), L, torch.float64)).logits[0]
         for i in range(T):
             path, node = [], i
             while node != -1:
@@ -113,7 +113,7 @@ def test_compacted_cache_equals_the_cache_of_the_accepted_text():
         cache = model(torch.tensor([prompt[:-1]]), use_cache=True).past_key_values
         model(torch.tensor([tree.tokens]), past_key_values=cache,
               position_ids=L + torch.tensor([tree.depths()]),
-              attention_mask=additive_mask(tree, L, torch.float64, "cpu"))
+              attention_mask=additive_mask(tree.ancestor_mask(), L, torch.float64))
         _compact(cache, L, path)
         plain = model(torch.tensor([prompt[:-1] + [tree.tokens[i] for i in path]]),
                       use_cache=True).past_key_values
@@ -257,3 +257,14 @@ def test_committed_full_runs_were_lossless_on_every_prompt(method):
     for m in {r["method"] for r in rows}:
         mine = [r for r in rows if r["method"] == m]
         assert len(mine) == n and all(r["identical"] for r in mine), m
+
+
+def test_importing_the_harness_does_not_import_triton():
+    """Notebooks set TRITON_INTERPRET after their imports: the harness must not pull triton in
+    (transformers' attention registry does, so kernel_attention is imported only on request)."""
+    import subprocess
+    import sys
+    code = ("import sys, tokenworks.speculative, tokenworks.speculative.evaluate, tokenworks.decoding; "
+            "print('triton' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

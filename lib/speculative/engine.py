@@ -23,8 +23,12 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from tokenworks.speculative.kernel_attention import uses_tree_kernel
 from tokenworks.speculative.tree import DraftTree, additive_mask
+
+# The attention implementation name under which kernel_attention.use_tree_kernel registers
+# the Triton kernel. Kept here so that importing the engine imports neither transformers'
+# attention registry nor triton (notebooks set TRITON_INTERPRET after their imports).
+TREE_KERNEL = "tokenworks_tree"
 
 
 @dataclass
@@ -97,20 +101,24 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id: int | None
     gen = Generation(tokens=[])
     gen.draft_seconds += time.perf_counter() - td
     context = list(prompt)
-    kernel = uses_tree_kernel(model)
+    kernel = getattr(model.config, "_attn_implementation", None) == TREE_KERNEL
     if kernel:
         from tokenworks.kernels.tree_attention import ancestor_bits
     while len(gen.tokens) < max_new_tokens:
         td = time.perf_counter()
         tree = drafter.draft(context)
         gen.draft_seconds += time.perf_counter() - td
-        if not tree.tokens or tree.tokens[0] != context[-1]:
+        if tree.tokens[0] != context[-1]:
             raise RuntimeError(f"{type(drafter).__name__} drafted a tree whose root is not the last token")
         L, T = len(context) - 1, len(tree)
         ids = torch.tensor([tree.tokens], device=device)
         depth = torch.tensor([tree.depths()], device=device)
-        mask = additive_mask(tree, L, dtype, device) if T > 1 else None
-        extra = {"tree_bits": ancestor_bits(tree.ancestor_mask(device))} if kernel and T > 1 else {}
+        mask, extra = None, {}
+        if T > 1:
+            ancestors = tree.ancestor_mask(device)  # [T, T]
+            mask = additive_mask(ancestors, L, dtype)
+            if kernel:
+                extra = {"tree_bits": ancestor_bits(ancestors)}
         out = model(ids, position_ids=L + depth, attention_mask=mask, past_key_values=cache,
                     use_cache=True, **extra)
         if cache.get_seq_length() != L + T:

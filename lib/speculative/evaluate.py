@@ -71,13 +71,14 @@ def run_suite(model, tokenizer, prompts: list[dict], methods: list[str], max_new
     for ids in encoded[:warmup]:
         for fn in runners.values():
             fn(ids, 8, eos)
+    cuda = next(model.parameters()).device.type == "cuda"
     rows = []
     for i, (p, ids) in enumerate(zip(prompts, tqdm(encoded, desc="prompts", mininterval=5))):
         outputs = {}
         for name, fn in runners.items():
             t0 = time.perf_counter()
             tokens, accepted, draft_s = fn(ids, max_new_tokens, eos)
-            if next(model.parameters()).device.type == "cuda":
+            if cuda:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             outputs[name] = tokens
@@ -85,9 +86,10 @@ def run_suite(model, tokenizer, prompts: list[dict], methods: list[str], max_new
                          "prompt_tokens": len(ids), "new_tokens": len(tokens), "seconds": seconds,
                          "steps": len(accepted) if accepted else None,
                          "accepted": accepted, "draft_seconds": draft_s})
+        repeated = repeated_ngram_share(ids, outputs[reference])
         for r in rows[-len(runners):]:
             r["identical"] = outputs[r["method"]] == outputs[reference]
-            r["repeated_4grams"] = repeated_ngram_share(ids, outputs[reference])
+            r["repeated_4grams"] = repeated
     return rows
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-NAME = "tokenworks_tree"
+from tokenworks.speculative.engine import TREE_KERNEL
 
 
 def tree_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
@@ -30,10 +30,6 @@ def tree_attention_forward(module, query, key, value, attention_mask, dropout: f
 
 def use_tree_kernel(model):
     """Switch ``model``'s attention to :func:`tree_attention_forward` (returns the model)."""
-    AttentionInterface.register(NAME, tree_attention_forward)
-    model.set_attn_implementation(NAME)
+    AttentionInterface.register(TREE_KERNEL, tree_attention_forward)
+    model.set_attn_implementation(TREE_KERNEL)
     return model
-
-
-def uses_tree_kernel(model) -> bool:
-    return getattr(model.config, "_attn_implementation", None) == NAME

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from tokenworks.speculative.tree import DraftTree, check_parents, template_from_paths
+from tokenworks.speculative.tree import DraftTree, template_from_paths
 
 # Template "2.2.2" of the reference code (model/recycling/tree_template_.py): 80 nodes,
 # depths 1-6 hold 8/21/25/15/8/3 nodes, skewed towards the top-ranked chains.
@@ -46,9 +46,8 @@ class TokenRecycling:
     def __init__(self, vocab_size: int, k: int = 8, template=None, device="cpu"):
         if vocab_size < 1 or k < 1:
             raise ValueError(f"vocab_size and k must be >= 1, got {vocab_size}, {k}")
-        if isinstance(template, tuple):  # (parents, ranks)
+        if isinstance(template, tuple):  # (parents, ranks), checked as a DraftTree below
             parents, ranks = (list(x) for x in template)
-            check_parents(parents)
         else:
             parents, ranks = template_from_paths(TEMPLATE_80 if template is None else template)
         if max(ranks[1:], default=0) >= k:

@@ -50,11 +50,10 @@ class DraftTree:
     def __post_init__(self):
         if len(self.tokens) != len(self.parents):
             raise ValueError(f"{len(self.tokens)} tokens but {len(self.parents)} parents")
-        if any(p >= i for i, p in enumerate(self.parents[1:], 1)):
-            check_parents(self.parents)  # says what is wrong (cycle or orphan)
+        if (not self.parents or self.parents[0] != -1
+                or any(not 0 <= p < i for i, p in enumerate(self.parents[1:], 1))):
+            check_parents(self.parents)  # names the missing root, orphan or cycle
             raise ValueError("draft tree nodes must come after their parents (parents[i] < i)")
-        if self.parents and self.parents[0] != -1:
-            check_parents(self.parents)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -94,12 +93,13 @@ class DraftTree:
         return path
 
 
-def additive_mask(tree: DraftTree, cache_len: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """``[1, 1, T, cache_len + T]`` float mask: 0 where a tree query may attend, the dtype's
-    minimum elsewhere. The cache is visible to every node; inside the tree, ancestors only."""
-    T = len(tree)
+def additive_mask(ancestors: torch.Tensor, cache_len: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[1, 1, T, cache_len + T]`` float mask from a tree's ``[T, T]`` ancestor mask: 0 where
+    a tree query may attend, the dtype's minimum elsewhere. The cache is visible to every
+    node; inside the tree, ancestors only."""
+    T, device = ancestors.shape[0], ancestors.device
     visible = torch.ones(T, cache_len + T, dtype=torch.bool, device=device)
-    visible[:, cache_len:] = tree.ancestor_mask(device)
+    visible[:, cache_len:] = ancestors
     mask = torch.zeros(T, cache_len + T, dtype=dtype, device=device)
     mask.masked_fill_(~visible, torch.finfo(dtype).min)
     return mask[None, None]
