@@ -43,7 +43,8 @@ def provenance() -> dict:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"commit": _git("rev-parse", "HEAD") or None,
+    # TOKENWORKS_COMMIT names the commit where the tree was copied without .git (a GPU lease)
+    return {"commit": _git("rev-parse", "HEAD") or os.environ.get("TOKENWORKS_COMMIT"),
             "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
             "device": device_name(), "python": platform.python_version(),
             "packages": versions, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -3,9 +3,12 @@
     python reproduce/train_zoo.py                       # every model (make models)
     python reproduce/train_zoo.py --models tw-micro     # one model
     python reproduce/train_zoo.py --models tw-code --resume   # continue from zoo/tw-code
+    python reproduce/train_zoo.py --models tw-code --minutes 6  # fit the schedule into 6 min
 
-Runs on CUDA when present, else the CPU. Seeds are fixed; on the CPU with the same thread
-count a run is repeatable. Each model is written to zoo/<name>/ with `save_pretrained`
+Runs on CUDA when present (rows built by CPU worker processes), else the CPU. Seeds are
+fixed; with the same device, worker count and step count a run is repeatable. ``--minutes``
+times the first steps and scales every stage's step count down so the run fits; the card
+records the scale, and ``--scale`` with it repeats the run. Each model is written to zoo/<name>/ with `save_pretrained`
 (float16 safetensors) beside its tokenizer and a model card (model_card.json, README.md).
 """
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -25,7 +29,8 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from tokenworks.corpus import load_corpus, save_corpus, stdlib_corpus
 from tokenworks.models import CONTEXT, TOKENIZERS, ZOO, ZOO_DIR
 from tokenworks.results import provenance
-from tokenworks.zoo import bits_per_byte, retrieval_probe, train_tokenizer, training_rows
+from tokenworks.zoo import (bits_per_byte, copy_probe, retrieval_probe, train_tokenizer,
+                            training_rows)
 
 # Training schedule per model: stages of (sequence length, batch rows, steps). The long
 # stage at the full context is what makes retrieval at ~1,900 tokens possible.
@@ -33,8 +38,10 @@ TRAIN = {
     "tw-micro": dict(stages=[(256, 8, 300)], lr=3e-3, retrieval_rate=0.0),
     "tw-code-draft": dict(stages=[(512, 16, 250)], lr=3e-3, retrieval_rate=0.1),
     "tw-code-v2": dict(stages=[(512, 16, 250)], lr=3e-3, retrieval_rate=0.1),
-    "tw-code": dict(stages=[(512, 16, 1000), (2048, 4, 700)], lr=2e-3, retrieval_rate=0.3),
+    "tw-code": dict(stages=[(2048, 32, 5000)], lr=3e-3, retrieval_rate=0.25, repeat_rate=0.5,
+                    warmup=200),
 }
+TIMING_STEPS = 40  # steps timed before --minutes rescales the schedule
 PROBE_DISTANCES = (1000, 1900)
 
 
@@ -46,7 +53,7 @@ def get_tokenizer(folder: str, corpus, rebuild: bool):
     return AutoTokenizer.from_pretrained(path)
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -54,7 +61,40 @@ def lr_at(step: int, total: int, peak: float, warmup: int = 50) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scale: float) -> dict:
+def fixed_rows(texts: list[str], tokenizer, seq_len: int, n: int) -> torch.Tensor:
+    """The first ``n`` windows of ``seq_len + 1`` tokens of ``texts`` packed with EOS."""
+    ids = [i for t in texts for i in tokenizer(t)["input_ids"] + [tokenizer.eos_token_id]]
+    return torch.tensor(ids[: n * (seq_len + 1)]).view(n, seq_len + 1)
+
+
+@torch.no_grad()
+def held_out_loss(model, rows: torch.Tensor) -> float:
+    """Mean next-token loss (nats) on ``rows``, in the training precision."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = rows.to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(x[:, :-1]).logits
+    model.train()
+    return round(torch.nn.functional.cross_entropy(logits.float().flatten(0, 1),
+                                                   x[:, 1:].flatten()).item(), 4)
+
+
+class Rows(torch.utils.data.IterableDataset):
+    """``training_rows`` as a data set; each DataLoader worker draws from its own seed."""
+
+    def __init__(self, ids_by_doc, texts, tokenizer, seq_len: int, seed: str, **options):
+        self.args, self.seed, self.options = (ids_by_doc, texts, tokenizer, seq_len), seed, options
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = random.Random(f"{self.seed}/{info.id if info else 0}")
+        for row in training_rows(*self.args, rng, **self.options):
+            yield torch.tensor(row)
+
+
+def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scale: float,
+          minutes: float | None = None, workers: int = 0) -> dict:
     spec = TRAIN[name]
     torch.manual_seed(0)
     rng = random.Random(0)
@@ -77,15 +117,38 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
                             weight_decay=0.1, fused=device.type == "cuda")
     stages = [(s, b, max(1, int(n * scale))) for s, b, n in spec["stages"]]
     total = sum(n for _, _, n in stages)
-    history, step, tokens, t0 = [], 0, 0, time.time()
+    history, validation, step, tokens, t0 = [], [], 0, 0, time.time()
+    val_rows = fixed_rows(corpus.texts("validation"), tokenizer, max(s for s, _, _ in stages), 8)
     bar = tqdm(total=total, desc=name, file=sys.stdout, mininterval=10)
-    for seq_len, batch, n_steps in stages:
-        rows = training_rows(ids_by_doc, texts, tokenizer, seq_len, rng,
-                             retrieval_rate=spec["retrieval_rate"])
-        for _ in range(n_steps):
-            x = torch.tensor([next(rows) for _ in range(batch)], device=device)
+    options = dict(retrieval_rate=spec["retrieval_rate"], repeat_rate=spec.get("repeat_rate", 0.0))
+    for k, (seq_len, batch, n_steps) in enumerate(stages):
+        if workers:
+            loader = torch.utils.data.DataLoader(
+                Rows(ids_by_doc, texts, tokenizer, seq_len, f"{name}/{k}", **options),
+                batch_size=batch, num_workers=workers, pin_memory=True, prefetch_factor=8)
+            batches = iter(loader)
+        else:
+            rows = training_rows(ids_by_doc, texts, tokenizer, seq_len, rng, **options)
+            batches = (torch.tensor([next(rows) for _ in range(batch)]) for _ in iter(int, 1))
+        stage_end = sum(n for _, _, n in stages[:k + 1])
+        while step < stage_end:
+            x = next(batches).to(device, non_blocking=True)
+            if step == 5:
+                t_timing = time.time()
+            if minutes and step == TIMING_STEPS and k == 0:  # fit the schedule into `minutes`
+                per_step = (time.time() - t_timing) / (step - 5)
+                fits = step + 0.9 * (minutes * 60 - (time.time() - t0)) / per_step
+                factor = min(1.0, fits / total)
+                stages = [(s, b, max(1, int(n * factor))) for s, b, n in stages]
+                scale *= factor
+                total, stage_end = sum(n for _, _, n in stages), stages[0][2]
+                bar.total = total
+                print(f"--minutes {minutes}: {per_step * 1000:.0f} ms/step, {total} steps "
+                      f"(scale {scale:.4f})", flush=True)
+            if step % 500 == 0:
+                validation.append((step, held_out_loss(model, val_rows)))
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, spec["lr"])
+                g["lr"] = lr_at(step, total, spec["lr"], spec.get("warmup", 50))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = model(x[:, :-1]).logits  # [batch, seq_len, vocab]
             loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
@@ -99,19 +162,26 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", seq=seq_len)
     bar.close()
+    validation.append((step, held_out_loss(model, val_rows)))
     seconds = time.time() - t0
     model = model.to(torch.float16).to(torch.float32).eval()  # evaluate what is committed
     card = evaluate(name, model, tokenizer, corpus, device)
     card.update(
         name=name, architecture="LlamaForCausalLM", config=model.config.to_diff_dict(),
         parameters=sum(p.numel() for p in model.parameters()),
-        training=dict(spec, stages=stages, steps=step, optimizer="AdamW(0.9, 0.95), wd 0.1",
+        training=dict(spec, stages=stages, steps=step, scale=round(scale, 6),
+                      optimizer="AdamW(0.9, 0.95), wd 0.1", data_workers=workers,
+                      precision="bf16 autocast" if device.type == "cuda" else "fp32",
                       fim="SantaCoder-style, 50% of documents, PSM/SPM 50/50",
-                      curriculum=CURRICULUM if spec["retrieval_rate"] else "none",
+                      curriculum=" ".join(c for c, on in [(CURRICULUM, spec["retrieval_rate"]),
+                                                          (REPETITION.format(spec.get("repeat_rate", 0)),
+                                                           spec.get("repeat_rate"))]
+                                          if on) or "none",
                       tokens_this_run=tokens, seconds=round(seconds, 1),
                       resumed_from=previous["provenance"]["commit"] if previous else None,
                       tokens_seen_total=tokens + (previous["training"]["tokens_seen_total"] if previous else 0),
-                      loss_history=history[:: max(1, len(history) // 400)]),
+                      loss_history=history[:: max(1, len(history) // 400)],
+                      validation_loss=validation),
         corpus=corpus.summary(), tokenizer=ZOO[name]["tokenizer"], provenance=provenance())
     model.to(torch.float16).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -124,6 +194,8 @@ CURRICULUM = ("retrieval rows: concatenated training files with 1-8 synthetic co
               "`NAME_k = 'value'` (names from 18 stems x 100 suffixes, digit/hex/letter values) "
               "in the first 60% of lines, each used 1-2 times later (assert ==, assertEqual, "
               "if !=, print comment, check()). The probes use held-out files and fresh values.")
+REPETITION = ("Span repetition: in {:.0%} of the plain rows, 1-4 spans of 8-64 of the "
+              "row's own tokens are copied over later positions of the row.")
 
 
 def evaluate(name, model, tokenizer, corpus, device) -> dict:
@@ -132,6 +204,7 @@ def evaluate(name, model, tokenizer, corpus, device) -> dict:
     if name != "tw-micro":
         card["retrieval_probes"] = [retrieval_probe(model, tokenizer, corpus.texts("test"), d)
                                     for d in PROBE_DISTANCES]
+        card["copy_probe"] = copy_probe(model, tokenizer, corpus.texts("test"))
         prompt = corpus.texts("test")[3][:400]
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
         with torch.no_grad():
@@ -170,6 +243,12 @@ def model_card_markdown(card: dict) -> str:
     for p in card.get("retrieval_probes", []):
         lines.append(f"- Retrieval probe at ~{p['distance']} tokens ({p['distractors']} distractors): "
                      f"{p['accuracy']:.0%} of {p['n']}.")
+    if "copy_probe" in card:
+        c = card["copy_probe"]
+        lines.append(f"- Copy probe (a {c['span']}-token span repeated after {c['gap']} tokens; "
+                     f"nats/token, first copy -> second copy): held-out code "
+                     f"{c['code']['first_copy']:.2f} -> {c['code']['second_copy']:.2f}, random ids "
+                     f"{c['random']['first_copy']:.2f} -> {c['random']['second_copy']:.2f}.")
     if "greedy_sample" in card:
         lines += ["", "Greedy continuation of held-out code:", "", "```python",
                   card["greedy_sample"]["prompt"] + "⟨model⟩" + card["greedy_sample"]["completion"],
@@ -188,6 +267,9 @@ def main(argv=None):
     ap.add_argument("--evaluate-only", action="store_true",
                     help="re-measure the committed checkpoints and rewrite their cards")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    ap.add_argument("--minutes", type=float, help="scale the schedule down to fit this many minutes")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="data worker processes (default: CPU count - 2 on CUDA, 0 on the CPU)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,7 +284,10 @@ def main(argv=None):
             card = reevaluate(name, corpus, device)
         else:
             tok = get_tokenizer(ZOO[name]["tokenizer"], corpus, args.rebuild_tokenizers)
-            card = train(name, corpus, tok, device, args.resume, args.scale)
+            workers = args.workers
+            if workers is None:
+                workers = max(1, (os.cpu_count() or 3) - 2) if device.type == "cuda" else 0
+            card = train(name, corpus, tok, device, args.resume, args.scale, args.minutes, workers)
         probes = {p["distance"]: p["accuracy"] for p in card.get("retrieval_probes", [])}
         print(f"{name}: test {card['test']['bits_per_byte']:.3f} bits/byte, probes {probes}",
               flush=True)
