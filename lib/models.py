@@ -23,8 +23,12 @@ ZOO: dict[str, dict] = {
                     num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2),
     "tw-code-v2": dict(tokenizer="tokenizer-v2", hidden_size=192, intermediate_size=512,
                        num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2),
+    "tw-arith": dict(tokenizer="tokenizer-arith", hidden_size=128, intermediate_size=352,
+                     num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2),
 }
-TOKENIZERS = {"tokenizer-v1": 4096, "tokenizer-v2": 2560}  # folder -> vocabulary size
+# tokenizer folder -> vocabulary size; tokenizer-arith splits digits and is trained on
+# arithmetic problems, the others on the standard library
+TOKENIZERS = {"tokenizer-v1": 4096, "tokenizer-v2": 2560, "tokenizer-arith": 384}
 CONTEXT = 2048
 
 

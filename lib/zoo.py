@@ -28,10 +28,17 @@ EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX = (
 SPECIAL_TOKENS = [EOS, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX]
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE over ``texts`` with the special tokens first (ids 0-3)."""
+def train_tokenizer(texts: list[str], vocab_size: int, split_digits: bool = False
+                    ) -> PreTrainedTokenizerFast:
+    """Byte-level BPE over ``texts`` with the special tokens first (ids 0-3).
+
+    ``split_digits`` makes every digit its own pre-token (for arithmetic: numbers are then
+    read digit by digit, as in Llama and PaLM, instead of as arbitrary merged chunks).
+    """
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                  byte_level]) if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
@@ -81,9 +88,11 @@ _USES = ["assert {n} == '{v}'", "self.assertEqual({n}, '{v}')", "if {n} != '{v}'
          "print({n})  # '{v}'", "check({n}, '{v}')"]
 
 
-def with_constants(lines: list[str], n_constants: int, rng: random.Random) -> list[str]:
+def with_constants(lines: list[str], n_constants: int, rng: random.Random,
+                   long_range: float = 0.5) -> list[str]:
     """Insert ``n_constants`` definitions ``NAME = 'value'`` into the first 60% of ``lines``
-    and one or two later uses of each (``assert NAME == 'value'`` and similar)."""
+    and one or two later uses of each (``assert NAME == 'value'`` and similar); a use falls
+    in the last tenth of the lines with probability ``long_range``, else anywhere after."""
     out = list(lines)
     inserts: list[tuple[int, int, str]] = []  # (line index, order, text)
     names = set()
@@ -95,7 +104,9 @@ def with_constants(lines: list[str], n_constants: int, rng: random.Random) -> li
         at = rng.randrange(max(1, int(0.6 * len(lines))))
         inserts.append((at, 0, f"{name} = '{value}'"))
         for _ in range(rng.randint(1, 2)):
-            use = rng.randrange(at + 1, len(lines) + 1)
+            # half of the uses go to the last tenth of the row: long-range retrieval
+            lo = max(at + 1, int(0.9 * len(lines))) if rng.random() < long_range else at + 1
+            use = rng.randrange(lo, len(lines) + 1)
             inserts.append((use, 1, rng.choice(_USES).format(n=name, v=value)))
     for at, _, text in sorted(inserts, key=lambda x: (x[0], x[1]), reverse=True):
         out.insert(at, text)
@@ -160,6 +171,21 @@ def training_rows(ids_by_doc: list[list[int]], texts: list[str], tokenizer, seq_
                 buffer += ids_by_doc[d] + [eos]
         row, buffer = buffer[: seq_len + 1], buffer[seq_len + 1:]
         yield repeat_spans(row, rng) if repeat_rate and rng.random() < repeat_rate else row
+
+
+def arith_rows(tokenizer, seq_len: int, rng: random.Random, exclude: set[str]):
+    """Endless iterator of ``seq_len + 1`` token rows of fresh arithmetic problems
+    (``tokenworks.arith``) packed with EOS, skipping every question in ``exclude``."""
+    from tokenworks.arith import problem, training_text
+
+    eos, buffer = tokenizer.eos_token_id, []
+    while True:
+        while len(buffer) < seq_len + 1:
+            p = problem(rng)
+            if p["question"] not in exclude:
+                buffer += tokenizer(training_text(p))["input_ids"] + [eos]
+        yield buffer[: seq_len + 1]
+        buffer = buffer[seq_len + 1:]
 
 
 # --- evaluation ----------------------------------------------------------------------------
@@ -280,3 +306,27 @@ def copy_probe(model, tokenizer, texts: list[str], span: int = 40, gap: int = 40
         out[kind] = {"first_copy": round(nll[:, :span - 1].mean().item(), 3),
                      "second_copy": round(nll[:, second:].mean().item(), 3)}
     return {"span": span, "gap": gap, "n": n, **out}
+
+
+@torch.no_grad()
+def arith_accuracy(model, tokenizer, problems: list[dict], batch_size: int = 100,
+                   max_new_tokens: int = 64) -> dict:
+    """Greedy accuracy on arithmetic problems (the integer after ``####`` must be right)."""
+    from tokenworks.arith import extract_answer, prompt
+
+    device = next(model.parameters()).device
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    hits, examples = 0, []
+    for b in range(0, len(problems), batch_size):
+        batch = problems[b:b + batch_size]
+        enc = tokenizer([prompt(p) for p in batch], return_tensors="pt", padding=True).to(device)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.eos_token_id)
+        for p, row in zip(batch, out[:, enc["input_ids"].shape[1]:]):
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            ok = extract_answer(text) == p["answer"]
+            hits += ok
+            if len(examples) < 5:
+                examples.append({"prompt": prompt(p), "completion": text.split("\n")[0], "ok": ok})
+    tokenizer.padding_side = side
+    return {"accuracy": hits / len(problems), "n": len(problems), "examples": examples}

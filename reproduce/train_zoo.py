@@ -29,26 +29,45 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from tokenworks.corpus import load_corpus, save_corpus, stdlib_corpus
 from tokenworks.models import CONTEXT, TOKENIZERS, ZOO, ZOO_DIR
 from tokenworks.results import provenance
-from tokenworks.zoo import (bits_per_byte, copy_probe, retrieval_probe, train_tokenizer,
-                            training_rows)
+from tokenworks.arith import problems, training_text
+from tokenworks.zoo import (arith_accuracy, arith_rows, bits_per_byte, copy_probe, retrieval_probe,
+                            train_tokenizer, training_rows)
 
 # Training schedule per model: stages of (sequence length, batch rows, steps). The long
 # stage at the full context is what makes retrieval at ~1,900 tokens possible.
 TRAIN = {
     "tw-micro": dict(stages=[(256, 8, 300)], lr=3e-3, retrieval_rate=0.0),
-    "tw-code-draft": dict(stages=[(512, 16, 250)], lr=3e-3, retrieval_rate=0.1),
-    "tw-code-v2": dict(stages=[(512, 16, 250)], lr=3e-3, retrieval_rate=0.1),
-    "tw-code": dict(stages=[(2048, 32, 5000)], lr=3e-3, retrieval_rate=0.25, repeat_rate=0.5,
+    "tw-code-draft": dict(stages=[(2048, 32, 2500)], lr=3e-3, retrieval_rate=0.5,
+                          repeat_rate=0.5, warmup=200),
+    "tw-code-v2": dict(stages=[(2048, 32, 2500)], lr=3e-3, retrieval_rate=0.5, repeat_rate=0.5,
+                       warmup=200),
+    "tw-code": dict(stages=[(2048, 32, 5000)], lr=3e-3, retrieval_rate=0.5, repeat_rate=0.5,
                     warmup=200),
 }
+# tw-arith: trained on an endless stream of fresh problems that skips the validation and test
+# questions; training stops at the first evaluation where greedy accuracy on the validation
+# problems reaches `target_accuracy`, so that the model is right often but not always
+# (CNTP only matters where the model is uncertain). The test problems are never used to stop.
+TRAIN["tw-arith"] = dict(stages=[(256, 64, 6000)], lr=3e-3, warmup=100, retrieval_rate=0.0,
+                         data="arith", target_accuracy=0.6, eval_every=100)
+ARITH_SEEDS = {"tokenizer": 100, "validation": 101, "test": 102}
+ARITH_N = {"validation": 200, "test": 1000}
 TIMING_STEPS = 40  # steps timed before --minutes rescales the schedule
 PROBE_DISTANCES = (1000, 1900)
+
+
+def arith_split(split: str) -> list[dict]:
+    return problems(ARITH_N[split], seed=ARITH_SEEDS[split])
 
 
 def get_tokenizer(folder: str, corpus, rebuild: bool):
     path = ZOO_DIR / folder
     if rebuild or not (path / "tokenizer.json").exists():
-        tok = train_tokenizer(corpus.texts("train"), TOKENIZERS[folder])
+        if folder == "tokenizer-arith":
+            texts = [training_text(p) for p in problems(20000, seed=ARITH_SEEDS["tokenizer"])]
+            tok = train_tokenizer(texts, TOKENIZERS[folder], split_digits=True)
+        else:
+            tok = train_tokenizer(corpus.texts("train"), TOKENIZERS[folder])
         tok.save_pretrained(path)
     return AutoTokenizer.from_pretrained(path)
 
@@ -111,18 +130,25 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
         model = LlamaForCausalLM(config)
         previous = None
     model.to(device).train()
+    arith = spec.get("data") == "arith"
     texts = corpus.texts("train")
-    ids_by_doc = tokenizer(texts)["input_ids"]
+    ids_by_doc = None if arith else tokenizer(texts)["input_ids"]
+    held_out = {p["question"] for split in ARITH_N for p in arith_split(split)} if arith else set()
+    stopped_at = None
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95),
                             weight_decay=0.1, fused=device.type == "cuda")
     stages = [(s, b, max(1, int(n * scale))) for s, b, n in spec["stages"]]
     total = sum(n for _, _, n in stages)
     history, validation, step, tokens, t0 = [], [], 0, 0, time.time()
-    val_rows = fixed_rows(corpus.texts("validation"), tokenizer, max(s for s, _, _ in stages), 8)
+    val_texts = [training_text(p) for p in arith_split("validation")] if arith else corpus.texts("validation")
+    val_rows = fixed_rows(val_texts, tokenizer, max(s for s, _, _ in stages), 8)
     bar = tqdm(total=total, desc=name, file=sys.stdout, mininterval=10)
     options = dict(retrieval_rate=spec["retrieval_rate"], repeat_rate=spec.get("repeat_rate", 0.0))
     for k, (seq_len, batch, n_steps) in enumerate(stages):
-        if workers:
+        if arith:
+            rows = arith_rows(tokenizer, seq_len, rng, held_out)
+            batches = (torch.tensor([next(rows) for _ in range(batch)]) for _ in iter(int, 1))
+        elif workers:
             loader = torch.utils.data.DataLoader(
                 Rows(ids_by_doc, texts, tokenizer, seq_len, f"{name}/{k}", **options),
                 batch_size=batch, num_workers=workers, pin_memory=True, prefetch_factor=8)
@@ -161,6 +187,17 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
             history.append((step, round(loss.item(), 4), seq_len))
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", seq=seq_len)
+            if arith and step % spec["eval_every"] == 0:
+                model.eval()
+                acc = arith_accuracy(model, tokenizer, arith_split("validation"))["accuracy"]
+                model.train()
+                validation.append((step, held_out_loss(model, val_rows), acc))
+                print(f"step {step}: validation accuracy {acc:.1%}", flush=True)
+                if acc >= spec["target_accuracy"]:
+                    stopped_at = step
+                    break
+        if stopped_at:
+            break
     bar.close()
     validation.append((step, held_out_loss(model, val_rows)))
     seconds = time.time() - t0
@@ -172,7 +209,7 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
         training=dict(spec, stages=stages, steps=step, scale=round(scale, 6),
                       optimizer="AdamW(0.9, 0.95), wd 0.1", data_workers=workers,
                       precision="bf16 autocast" if device.type == "cuda" else "fp32",
-                      fim="SantaCoder-style, 50% of documents, PSM/SPM 50/50",
+                      fim="none" if arith else "SantaCoder-style, 50% of documents, PSM/SPM 50/50",
                       curriculum=" ".join(c for c, on in [(CURRICULUM, spec["retrieval_rate"]),
                                                           (REPETITION.format(spec.get("repeat_rate", 0)),
                                                            spec.get("repeat_rate"))]
@@ -181,7 +218,7 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
                       resumed_from=previous["provenance"]["commit"] if previous else None,
                       tokens_seen_total=tokens + (previous["training"]["tokens_seen_total"] if previous else 0),
                       loss_history=history[:: max(1, len(history) // 400)],
-                      validation_loss=validation),
+                      validation_loss=validation, stopped_at=stopped_at),
         corpus=corpus.summary(), tokenizer=ZOO[name]["tokenizer"], provenance=provenance())
     model.to(torch.float16).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -192,13 +229,20 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
 
 CURRICULUM = ("retrieval rows: concatenated training files with 1-8 synthetic constants "
               "`NAME_k = 'value'` (names from 18 stems x 100 suffixes, digit/hex/letter values) "
-              "in the first 60% of lines, each used 1-2 times later (assert ==, assertEqual, "
-              "if !=, print comment, check()). The probes use held-out files and fresh values.")
+              "in the first 60% of lines, each used 1-2 times later, half of the uses in the last "
+              "tenth of the row (assert ==, assertEqual, if !=, print comment, check()). The "
+              "probes use held-out files and fresh values.")
 REPETITION = ("Span repetition: in {:.0%} of the plain rows, 1-4 spans of 8-64 of the "
               "row's own tokens are copied over later positions of the row.")
 
 
 def evaluate(name, model, tokenizer, corpus, device) -> dict:
+    if TRAIN[name].get("data") == "arith":  # bits/byte of held-out problem text, and accuracy
+        splits = {s: arith_split(s) for s in ARITH_N}
+        card = {s: bits_per_byte(model, tokenizer, [training_text(p) for p in ps], 256)
+                for s, ps in splits.items()}
+        card["arith_accuracy"] = {s: arith_accuracy(model, tokenizer, ps) for s, ps in splits.items()}
+        return card
     card = {"validation": bits_per_byte(model, tokenizer, corpus.texts("validation"), 512),
             "test": bits_per_byte(model, tokenizer, corpus.texts("test"), 512)}
     if name != "tw-micro":
@@ -232,17 +276,28 @@ def model_card_markdown(card: dict) -> str:
              f"LlamaForCausalLM, {card['parameters'] / 1e6:.2f}M parameters, "
              f"tokenizer `{card['tokenizer']}` ({card['config']['vocab_size']} ids), "
              f"context {card['config']['max_position_embeddings']}.", "",
-             f"- Trained on {t['tokens_seen_total'] / 1e6:.1f}M tokens of the CPython "
-             f"{card['corpus']['python']} standard library (corpus sha256 "
-             f"`{card['corpus']['sha256'][:16]}…`), {t['seconds'] / 60:.1f} min on "
+             f"- Trained on {t['tokens_seen_total'] / 1e6:.1f}M tokens of "
+             + ("fresh arithmetic word problems (`tokenworks.arith`; validation and test "
+                "questions excluded)" if t.get("data") == "arith" else
+                f"the CPython {card['corpus']['python']} standard library (corpus sha256 "
+                f"`{card['corpus']['sha256'][:16]}…`)")
+             + f", {t['seconds'] / 60:.1f} min on "
              f"{card['provenance']['device']}; stages (seq, batch, steps): {t['stages']}.",
              f"- Fill-in-the-middle: {t['fim']}.", f"- Curriculum: {t['curriculum'].rstrip('.')}.",
-             f"- Validation: {card['validation']['bits_per_byte']:.3f} bits/byte; "
+             f"- Validation: {card['validation']['bits_per_byte']:.3f} bits/byte; "  # of held-out text
              f"test: {card['test']['bits_per_byte']:.3f} bits/byte "
              f"({card['test']['nats_per_token']:.3f} nats/token).", ""]
     for p in card.get("retrieval_probes", []):
         lines.append(f"- Retrieval probe at ~{p['distance']} tokens ({p['distractors']} distractors): "
                      f"{p['accuracy']:.0%} of {p['n']}.")
+    if "arith_accuracy" in card:
+        a = card["arith_accuracy"]
+        lines.append(f"- Greedy accuracy on held-out problems: validation {a['validation']['accuracy']:.1%} "
+                     f"of {a['validation']['n']}, test {a['test']['accuracy']:.1%} of {a['test']['n']} "
+                     + (f"(training stopped at step {t['stopped_at']}: the first evaluation with "
+                        f"validation accuracy >= {t['target_accuracy']:.0%})." if t.get("stopped_at")
+                        else f"(the full schedule ran without reaching {t['target_accuracy']:.0%} "
+                             "on validation)."))
     if "copy_probe" in card:
         c = card["copy_probe"]
         lines.append(f"- Copy probe (a {c['span']}-token span repeated after {c['gap']} tokens; "
