@@ -72,6 +72,14 @@ def get_tokenizer(folder: str, corpus, rebuild: bool):
     return AutoTokenizer.from_pretrained(path)
 
 
+def zoo_config(name: str, tokenizer) -> LlamaConfig:
+    arch = {k: v for k, v in ZOO[name].items() if k != "tokenizer"}
+    return LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=CONTEXT,
+                       rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=None,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+                       **arch)
+
+
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step < warmup:
@@ -113,21 +121,17 @@ class Rows(torch.utils.data.IterableDataset):
 
 
 def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scale: float,
-          minutes: float | None = None, workers: int = 0) -> dict:
-    spec = TRAIN[name]
+          minutes: float | None = None, workers: int = 0, overrides: dict | None = None,
+          out_dir: Path = ZOO_DIR) -> dict:
+    spec = dict(TRAIN[name], **(overrides or {}))
     torch.manual_seed(0)
     rng = random.Random(0)
-    out = ZOO_DIR / name
+    out = out_dir / name
     if resume:
-        model = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32)
-        previous = json.loads((out / "model_card.json").read_text())
+        model = LlamaForCausalLM.from_pretrained(ZOO_DIR / name, dtype=torch.float32)
+        previous = json.loads((ZOO_DIR / name / "model_card.json").read_text())
     else:
-        arch = {k: v for k, v in ZOO[name].items() if k != "tokenizer"}
-        config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=CONTEXT,
-                             rope_theta=10000.0, tie_word_embeddings=True,
-                             bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.eos_token_id, **arch)
-        model = LlamaForCausalLM(config)
+        model = LlamaForCausalLM(zoo_config(name, tokenizer))
         previous = None
     model.to(device).train()
     arith = spec.get("data") == "arith"
@@ -215,7 +219,9 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
                                                            spec.get("repeat_rate"))]
                                           if on) or "none",
                       tokens_this_run=tokens, seconds=round(seconds, 1),
+                      overrides=overrides or None,
                       resumed_from=previous["provenance"]["commit"] if previous else None,
+                      previous=previous["training"] if previous else None,
                       tokens_seen_total=tokens + (previous["training"]["tokens_seen_total"] if previous else 0),
                       loss_history=history[:: max(1, len(history) // 400)],
                       validation_loss=validation, stopped_at=stopped_at),
@@ -256,6 +262,29 @@ def evaluate(name, model, tokenizer, corpus, device) -> dict:
                                  pad_token_id=tokenizer.eos_token_id)
         card["greedy_sample"] = {"prompt": prompt, "completion": tokenizer.decode(gen[0, ids.shape[1]:])}
     return card
+
+
+def install(name: str, folder: Path, corpus, device: torch.device) -> dict:
+    """Install weights trained elsewhere (a GPU lease): ``folder`` holds the
+    ``model.safetensors`` and ``model_card.json`` that training wrote there. The checkpoint is
+    saved again with this machine's pinned transformers beside the zoo tokenizer, and the
+    card's measurements are re-taken here (``reevaluate``), so the card's numbers are the
+    ones the tests re-check on this machine; training facts and provenance stay as written."""
+    from safetensors.torch import load_file
+
+    tokenizer = AutoTokenizer.from_pretrained(ZOO_DIR / ZOO[name]["tokenizer"])
+    model = LlamaForCausalLM(zoo_config(name, tokenizer))
+    missing, unexpected = model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ValueError(f"{folder} does not hold a {name} checkpoint: missing {missing}, "
+                         f"unexpected {unexpected}")
+    model.tie_weights()
+    out = ZOO_DIR / name
+    model.to(torch.float16).save_pretrained(out)
+    if not (out / "tokenizer.json").exists():
+        tokenizer.save_pretrained(out)
+    (out / "model_card.json").write_text((folder / "model_card.json").read_text())
+    return reevaluate(name, corpus, device)
 
 
 def reevaluate(name: str, corpus, device: torch.device) -> dict:
@@ -321,6 +350,11 @@ def main(argv=None):
     ap.add_argument("--rebuild-tokenizers", action="store_true")
     ap.add_argument("--evaluate-only", action="store_true",
                     help="re-measure the committed checkpoints and rewrite their cards")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=JSON",
+                    help="override the training spec, e.g. retrieval_rate=0.6 'stages=[[2048,32,800]]'")
+    ap.add_argument("--out-dir", type=Path, default=ZOO_DIR, help="write models here (default zoo/)")
+    ap.add_argument("--install", type=Path, metavar="DIR",
+                    help="install weights trained elsewhere from DIR/<model>/ (see install())")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     ap.add_argument("--minutes", type=float, help="scale the schedule down to fit this many minutes")
     ap.add_argument("--workers", type=int, default=None,
@@ -335,14 +369,18 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"corpus {corpus.summary()} on {device}", flush=True)
     for name in args.models:
-        if args.evaluate_only:
+        if args.install:
+            card = install(name, args.install / name, corpus, device)
+        elif args.evaluate_only:
             card = reevaluate(name, corpus, device)
         else:
             tok = get_tokenizer(ZOO[name]["tokenizer"], corpus, args.rebuild_tokenizers)
             workers = args.workers
             if workers is None:
                 workers = max(1, (os.cpu_count() or 3) - 2) if device.type == "cuda" else 0
-            card = train(name, corpus, tok, device, args.resume, args.scale, args.minutes, workers)
+            overrides = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+            card = train(name, corpus, tok, device, args.resume, args.scale, args.minutes, workers,
+                         overrides, args.out_dir)
         probes = {p["distance"]: p["accuracy"] for p in card.get("retrieval_probes", [])}
         print(f"{name}: test {card['test']['bits_per_byte']:.3f} bits/byte, probes {probes}",
               flush=True)

@@ -63,7 +63,6 @@ def stdlib_suite(texts: list[str], tokenizer, n: int = 80, max_prompt_tokens: in
 
     for d, (start, def_line, body, end, name, has_doc) in funcs:
         lines = lines_of[d]
-        header_end = body if not has_doc else def_line + 1
         if not has_doc:
             add("function", "".join(lines[:body]), (d, def_line))
         else:
@@ -71,7 +70,7 @@ def stdlib_suite(texts: list[str], tokenizer, n: int = 80, max_prompt_tokens: in
         source = "".join(lines[start:end])
         if 3 <= end - start <= 40 and len(name) > 2:
             new = name + "_v2"
-            head = re.sub(rf"\b{re.escape(name)}\b", new, "".join(lines[def_line:header_end]).split("\n")[0]) + "\n"
+            head = re.sub(rf"\b{re.escape(name)}\b", new, lines[def_line].rstrip("\n")) + "\n"
             add("copy_edit", f"{source}\n\n# The same function, with `{name}` renamed to `{new}`:\n{head}", (d, def_line))
     order = list(range(len(texts)))
     rng.shuffle(order)
