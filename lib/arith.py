@@ -67,6 +67,22 @@ def problems(n: int, seed: int, exclude: set[str] | None = None) -> list[dict]:
     raise ValueError(f"could not draw {n} distinct problems from seed {seed}")
 
 
+# the zoo's fixed splits: tw-arith is trained on fresh problems that skip every validation
+# and test question, and stops when validation accuracy reaches its target
+SPLIT_SEEDS = {"tokenizer": 100, "validation": 101, "test": 102}
+SPLIT_SIZES = {"validation": 200, "test": 1000}
+
+
+def split(name: str, n: int | None = None) -> list[dict]:
+    """The first ``n`` problems of the zoo's ``validation`` or ``test`` split (all by default)."""
+    if name not in SPLIT_SIZES:
+        raise ValueError(f"unknown split {name!r}: choose one of {', '.join(SPLIT_SIZES)}")
+    size = SPLIT_SIZES[name]
+    if n is not None and not 1 <= n <= size:
+        raise ValueError(f"the {name} split holds {size} problems; ask for 1 to {size}, got {n}")
+    return problems(size, seed=SPLIT_SEEDS[name])[:n]
+
+
 def prompt(p: dict) -> str:
     """What the model sees; it must continue with the solution."""
     return f"Q: {p['question']}\nA:"

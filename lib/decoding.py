@@ -101,11 +101,13 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> int:
 
 def generate(model, prompt: list[int], strategy: str = "greedy", max_new_tokens: int = 256,
              temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-             eos_token_id: int | None = None, stop_ids: set[int] | None = None,
+             eos_token_id: int | set[int] | None = None, stop_ids: set[int] | None = None,
              h_low: float = 0.01, h_high: float = 1.5, n_max: int = 10) -> Decoded:
     """Decode ``prompt`` (token ids) with ``strategy`` in ``STRATEGIES``.
 
-    ``stop_ids``: tokens that end a CNTP trial (punctuation; see :func:`punctuation_ids`).
+    ``eos_token_id``: one id or a set of ids that end the output (e.g. every token holding a
+    newline, for one-line answers). ``stop_ids``: tokens that end a CNTP trial
+    (punctuation; see :func:`punctuation_ids`).
     ``generator`` is required for ``sample`` and ``cntp``.
     """
     if strategy not in STRATEGIES:
@@ -121,12 +123,13 @@ def generate(model, prompt: list[int], strategy: str = "greedy", max_new_tokens:
     if strategy == "cntp" and stop_ids is None:
         raise ValueError("cntp needs stop_ids, the punctuation tokens that end a trial "
                          "(tokenworks.decoding.punctuation_ids(tokenizer))")
+    ends = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
     counter = Counter()
     lm = _LM(model, list(prompt), counter)
     out = Decoded(tokens=[])
 
     def done(tokens):
-        return len(tokens) >= max_new_tokens or (eos_token_id is not None and tokens and tokens[-1] == eos_token_id)
+        return len(tokens) >= max_new_tokens or bool(tokens and tokens[-1] in ends)
 
     while not done(out.tokens):
         if strategy == "greedy":

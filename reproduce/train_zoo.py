@@ -29,7 +29,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from tokenworks.corpus import load_corpus, save_corpus, stdlib_corpus
 from tokenworks.models import CONTEXT, TOKENIZERS, ZOO, ZOO_DIR
 from tokenworks.results import provenance
-from tokenworks.arith import problems, training_text
+from tokenworks.arith import SPLIT_SEEDS, SPLIT_SIZES, problems, split, training_text
 from tokenworks.zoo import (arith_accuracy, arith_rows, bits_per_byte, copy_probe, retrieval_probe,
                             train_tokenizer, training_rows)
 
@@ -50,21 +50,15 @@ TRAIN = {
 # (CNTP only matters where the model is uncertain). The test problems are never used to stop.
 TRAIN["tw-arith"] = dict(stages=[(256, 64, 6000)], lr=3e-3, warmup=100, retrieval_rate=0.0,
                          data="arith", target_accuracy=0.6, eval_every=100)
-ARITH_SEEDS = {"tokenizer": 100, "validation": 101, "test": 102}
-ARITH_N = {"validation": 200, "test": 1000}
 TIMING_STEPS = 40  # steps timed before --minutes rescales the schedule
 PROBE_DISTANCES = (1000, 1900)
-
-
-def arith_split(split: str) -> list[dict]:
-    return problems(ARITH_N[split], seed=ARITH_SEEDS[split])
 
 
 def get_tokenizer(folder: str, corpus, rebuild: bool):
     path = ZOO_DIR / folder
     if rebuild or not (path / "tokenizer.json").exists():
         if folder == "tokenizer-arith":
-            texts = [training_text(p) for p in problems(20000, seed=ARITH_SEEDS["tokenizer"])]
+            texts = [training_text(p) for p in problems(20000, seed=SPLIT_SEEDS["tokenizer"])]
             tok = train_tokenizer(texts, TOKENIZERS[folder], split_digits=True)
         else:
             tok = train_tokenizer(corpus.texts("train"), TOKENIZERS[folder])
@@ -137,14 +131,14 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
     arith = spec.get("data") == "arith"
     texts = corpus.texts("train")
     ids_by_doc = None if arith else tokenizer(texts)["input_ids"]
-    held_out = {p["question"] for split in ARITH_N for p in arith_split(split)} if arith else set()
+    held_out = {p["question"] for name in SPLIT_SIZES for p in split(name)} if arith else set()
     stopped_at = None
     opt = torch.optim.AdamW(model.parameters(), lr=spec["lr"], betas=(0.9, 0.95),
                             weight_decay=0.1, fused=device.type == "cuda")
     stages = [(s, b, max(1, int(n * scale))) for s, b, n in spec["stages"]]
     total = sum(n for _, _, n in stages)
     history, validation, step, tokens, t0 = [], [], 0, 0, time.time()
-    val_texts = [training_text(p) for p in arith_split("validation")] if arith else corpus.texts("validation")
+    val_texts = [training_text(p) for p in split("validation")] if arith else corpus.texts("validation")
     val_rows = fixed_rows(val_texts, tokenizer, max(s for s, _, _ in stages), 8)
     bar = tqdm(total=total, desc=name, file=sys.stdout, mininterval=10)
     options = dict(retrieval_rate=spec["retrieval_rate"], repeat_rate=spec.get("repeat_rate", 0.0))
@@ -193,7 +187,7 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
             bar.set_postfix(loss=f"{loss.item():.3f}", seq=seq_len)
             if arith and step % spec["eval_every"] == 0:
                 model.eval()
-                acc = arith_accuracy(model, tokenizer, arith_split("validation"))["accuracy"]
+                acc = arith_accuracy(model, tokenizer, split("validation"))["accuracy"]
                 model.train()
                 validation.append((step, held_out_loss(model, val_rows), acc))
                 print(f"step {step}: validation accuracy {acc:.1%}", flush=True)
@@ -244,7 +238,7 @@ REPETITION = ("Span repetition: in {:.0%} of the plain rows, 1-4 spans of 8-64 o
 
 def evaluate(name, model, tokenizer, corpus, device) -> dict:
     if TRAIN[name].get("data") == "arith":  # bits/byte of held-out problem text, and accuracy
-        splits = {s: arith_split(s) for s in ARITH_N}
+        splits = {s: split(s) for s in SPLIT_SIZES}
         card = {s: bits_per_byte(model, tokenizer, [training_text(p) for p in ps], 256)
                 for s, ps in splits.items()}
         card["arith_accuracy"] = {s: arith_accuracy(model, tokenizer, ps) for s, ps in splits.items()}
