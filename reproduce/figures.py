@@ -41,7 +41,7 @@ def reproductions_table() -> str:
 def zoo_table() -> str:
     rows = ["| model | parameters | tokenizer | tokens seen | test bits/byte | retrieval @1000 / @1900 | trained on |",
             "|---|---|---|---|---|---|---|"]
-    code_probes = None
+    code_probes, notes = None, []
     for name in ZOO:
         path = ZOO_DIR / name / "model_card.json"
         if not path.exists():
@@ -51,6 +51,10 @@ def zoo_table() -> str:
         probe = " / ".join(f"{probes[d]:.0%}" for d in sorted(probes)) or "n/a"
         if name == "tw-code":
             code_probes = probes
+        if "arith_accuracy" in c:
+            a = c["arith_accuracy"]["test"]
+            notes.append(f"{name}: greedy accuracy {a['accuracy']:.1%} on {a['n']} held-out arithmetic "
+                         "problems (its bits/byte are on held-out problem text, not code).")
         rows.append(f"| [{name}](zoo/{name}/README.md) | {c['parameters'] / 1e6:.2f}M | "
                     f"{c['tokenizer']} ({c['config']['vocab_size']}) | "
                     f"{c['training']['tokens_seen_total'] / 1e6:.1f}M | {c['test']['bits_per_byte']:.3f} | "
@@ -60,6 +64,7 @@ def zoo_table() -> str:
         rows += ["", f"tw-code's retrieval target (at least {RETRIEVAL_TARGET:.0%} at both distances): "
                      + ("**met**." if met else "**not met yet**: KV-cache and needle results on tw-code "
                         "are not meaningful until it is.")]
+    rows += [""] + notes if notes else []
     return "\n".join(rows)
 
 

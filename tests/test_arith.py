@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from tokenworks.arith import extract_answer, problem, problems, prompt, training_text
+from tokenworks.arith import (SPLIT_SIZES, extract_answer, problem, problems, prompt, split,
+                              training_text)
 
 
 def test_every_equation_is_right_and_chains_to_the_answer():
@@ -30,3 +31,12 @@ def test_deterministic_and_held_out():
     assert prompt(test[0]).endswith("\nA:") and extract_answer("no answer") is None
     with pytest.raises(ValueError, match="n must be"):
         problems(0, seed=1)
+
+
+def test_zoo_splits_are_fixed_and_checked():
+    assert len(split("test")) == SPLIT_SIZES["test"] and split("test", 5) == split("test")[:5]
+    assert not {p["question"] for p in split("test")} & {p["question"] for p in split("validation")}
+    with pytest.raises(ValueError, match="unknown split"):
+        split("train")
+    with pytest.raises(ValueError, match="ask for 1 to"):
+        split("validation", 10_000)

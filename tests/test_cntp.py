@@ -8,6 +8,7 @@ from transformers.generation.logits_process import TopPLogitsWarper
 
 from tokenworks.decoding import (entropy, generate, majority_vote, n_trials, punctuation_ids,
                                  warp)
+from tokenworks import cntp
 from tokenworks.models import load
 
 
@@ -88,3 +89,63 @@ def test_bad_input_fails_clearly(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         generate(model, [1, 2, 3], max_new_tokens=4, **args)
+
+
+# --- the experiment (tokenworks.cntp) ---------------------------------------------------------
+
+def _chain(answer, target, forwards=10):
+    return {"answer": answer, "correct": answer == target, "forwards": forwards, "tokens": forwards}
+
+
+def test_scores_vote_and_average_chains():
+    rows = [{"target": 7, "greedy": [_chain(7, 7)], "sample": [_chain(7, 7), _chain(1, 7), _chain(7, 7)],
+             "cntp": [_chain(2, 7), _chain(2, 7), _chain(7, 7, 30)]},
+            {"target": 3, "greedy": [_chain(4, 3)], "sample": [_chain(None, 3)] * 3,
+             "cntp": [_chain(3, 3)] * 3}]
+    s = cntp.scores(rows)
+    assert s["greedy"] == [1.0, 0.0] and s["sample"] == [pytest.approx(2 / 3), 0.0]
+    assert s["sc"] == [1.0, 0.0] and s["cntp_sc"] == [0.0, 1.0]
+    table = {t["strategy"]: t for t in cntp.summarize(rows)}
+    assert table["cntp_sc"]["forwards_per_answer"] == pytest.approx(3 * (10 * 5 + 30) / 6)
+    for t in table.values():
+        assert t["ci_low"] <= t["accuracy"] <= t["ci_high"]
+    d = cntp.differences(rows)["cntp_sc - sc"]
+    assert d["mean"] == 0.0 and d["ci_low"] <= 0.0 <= d["ci_high"]
+
+
+def test_bootstrap_interval_is_exact_for_a_constant_and_paired():
+    assert cntp.bootstrap([1.0] * 30) == (1.0, 1.0)
+    a = [float(i % 2) for i in range(40)]
+    assert cntp.bootstrap(a, a) == (0.0, 0.0)  # paired: identical strategies never differ
+
+
+def test_code_line_items_cut_the_files_own_tokens():
+    _, tok = micro()
+    texts = ["def f(x):\n    return x + 1\n" * 40, "import os\nprint(os.getcwd())\n" * 40]
+    items = cntp.code_line_items(texts, tok, 6, seed=0)
+    ids = [tok(t)["input_ids"] for t in texts]
+    for it in items:
+        whole = next(d for d in ids if any(d[i:i + len(it["ids"])] == it["ids"] for i in range(len(d))))
+        assert tok.decode(it["ids"]) + it["target"] in tok.decode(whole)
+        assert "\n" not in it["target"] and len(it["target"].strip()) >= 4
+    assert items == cntp.code_line_items(texts, tok, 6, seed=0)
+    assert cntp.first_line(" x + 1\n    y") == " x + 1"
+
+
+def test_run_is_deterministic_and_one_line():
+    model, tok = micro()
+    items = [{"prompt": "def f(x):\n    return", "target": " x"}, {"prompt": "import", "target": " os"}]
+    a = cntp.run(model, tok, items, cntp.first_line, k=2, max_new_tokens=8)
+    assert a == cntp.run(model, tok, items, cntp.first_line, k=2, max_new_tokens=8)
+    assert [len(r["sample"]) for r in a] == [2, 2] and [len(r["greedy"]) for r in a] == [1, 1]
+    with pytest.raises(ValueError, match="k"):
+        cntp.run(model, tok, items, cntp.first_line, k=0)
+
+
+def test_a_set_of_end_ids_stops_generation():
+    model, tok = micro()
+    prompt = tok("def main():\n")["input_ids"]
+    free = generate(model, prompt, "greedy", max_new_tokens=20).tokens
+    stop = free[3]
+    out = generate(model, prompt, "greedy", max_new_tokens=20, eos_token_id={stop, -1}).tokens
+    assert out == free[:free.index(stop) + 1]

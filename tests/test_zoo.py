@@ -8,7 +8,7 @@ import torch
 
 from tokenworks.models import load
 from tokenworks.zoo import (EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, bits_per_byte, fim_text,
-                            retrieval_probe, training_rows, with_constants)
+                            repeat_spans, retrieval_probe, training_rows, with_constants)
 
 TEXT = "def f(x):\n    return x + 1\n\nprint(f(2))\n"
 
@@ -44,11 +44,34 @@ def test_constants_are_defined_before_use():
         assert uses and all(i > at and value in out[i] for i in uses)
 
 
+def test_long_range_uses_fall_in_the_last_tenth():
+    lines = [f"x{i} = {i}" for i in range(100)]
+    out = with_constants(lines, 6, random.Random(1), long_range=1.0)
+    code_seen = 0
+    for line in out:
+        if line.startswith("x"):
+            code_seen += 1
+        elif " = '" not in line:  # a use: at least 90 of the 100 code lines come before it
+            assert code_seen >= 90
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_repeat_spans_copies_earlier_tokens_later(seed):
+    row = list(range(300))  # distinct tokens: any repeat is a copy
+    out = repeat_spans(row, random.Random(seed))
+    assert len(out) == len(row) and out != row
+    changed = [i for i in range(len(row)) if out[i] != row[i]]
+    assert all(out[i] < i for i in changed)  # every overwritten token comes from earlier
+    assert any(out[i + 1] == out[i] + 1 for i in changed)  # copied as spans, in order
+    assert repeat_spans(row, random.Random(seed)) == out
+
+
 def test_training_rows_are_deterministic_and_shaped():
     _, tok = load("tw-micro", device="cpu")
     texts = [TEXT * 5, "import os\n" * 30, "class A:\n    pass\n" * 10]
     ids = tok(texts)["input_ids"]
-    rows = lambda: training_rows(ids, texts, tok, 64, random.Random(3), retrieval_rate=0.5)
+    rows = lambda: training_rows(ids, texts, tok, 64, random.Random(3), retrieval_rate=0.5,
+                                 repeat_rate=0.5)
     a, b = rows(), rows()
     first = [next(a) for _ in range(12)]
     assert first == [next(b) for _ in range(12)]
