@@ -15,7 +15,8 @@ from tokenworks.results import REPO, figure_path
 # method -> {figure name: plotting function of a results record}
 FIGURES = {"tensorbleu": {"speedup": plots.tensorbleu_speedup},
            "token_recycling": {"speedup": plots.speculative_speedup, "accepted": plots.speculative_accepted},
-           "lookahead": {"speedup": plots.speculative_speedup, "accepted": plots.speculative_accepted}}
+           "lookahead": {"speedup": plots.speculative_speedup, "accepted": plots.speculative_accepted},
+           "cntp": {"accuracy_cost": plots.cntp_accuracy_cost}}
 PUBLISHED = "full"  # the configuration the README and figures/ report
 RETRIEVAL_TARGET = 0.9  # issue 2: what tw-code must retrieve with the full cache
 
