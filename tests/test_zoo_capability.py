@@ -1,11 +1,12 @@
-"""The committed tw-code does what its model card says: the probes re-run to the same numbers."""
+"""The committed zoo does what its model cards say: the probes re-run to the same numbers."""
 import json
 
 import pytest
 
 from tokenworks.corpus import stdlib_corpus
 from tokenworks.models import ZOO_DIR, load
-from tokenworks.zoo import bits_per_byte, retrieval_probe
+from tokenworks.arith import split
+from tokenworks.zoo import arith_accuracy, bits_per_byte, copy_probe, retrieval_probe
 
 CARD = json.loads((ZOO_DIR / "tw-code" / "model_card.json").read_text())
 
@@ -34,3 +35,20 @@ def test_test_split_bits_per_byte_matches_the_card(tw_code, test_texts):
     model, tok = tw_code
     res = bits_per_byte(model, tok, test_texts, 512)
     assert res["bits_per_byte"] == pytest.approx(CARD["test"]["bits_per_byte"], rel=1e-4)
+
+
+def test_copy_probe_matches_the_card(tw_code, test_texts):
+    model, tok = tw_code
+    res = copy_probe(model, tok, test_texts)
+    for kind in ("code", "random"):
+        for copy in ("first_copy", "second_copy"):
+            assert res[kind][copy] == pytest.approx(CARD["copy_probe"][kind][copy], abs=0.01)
+    assert res["code"]["second_copy"] < res["code"]["first_copy"]  # it copies from context
+
+
+def test_tw_arith_is_right_often_but_not_always():
+    model, tok = load("tw-arith", device="cpu")
+    card = json.loads((ZOO_DIR / "tw-arith" / "model_card.json").read_text())["arith_accuracy"]
+    res = arith_accuracy(model, tok, split("validation"))
+    assert abs(res["accuracy"] - card["validation"]["accuracy"]) <= 1 / res["n"] + 1e-9
+    assert 0.4 <= card["test"]["accuracy"] <= 0.8 and card["test"]["n"] >= 500
