@@ -28,14 +28,28 @@ def _records():
             yield method, json.loads(path.read_text())
 
 
+def stale_models(record: dict) -> list[str]:
+    """Zoo models a results record used that were replaced after it ran (the card's training
+    provenance is newer than the record): its numbers no longer describe the committed zoo."""
+    used = [v for k, v in record["parameters"].items() if k.endswith("model") and v in ZOO]
+    stale = []
+    for name in used:
+        card = json.loads((ZOO_DIR / name / "model_card.json").read_text())
+        if card["provenance"]["time"] > record["provenance"]["time"]:
+            stale.append(name)
+    return stale
+
+
 def reproductions_table() -> str:
     rows = ["| paper | notebook | headline claim | this run | status | figure |",
             "|---|---|---|---|---|---|"]
     for method, record in _records():
         s = record["metrics"]["summary"]
         figs = ", ".join(f"[{name}](figures/{method}_{name}.png)" for name in FIGURES[method])
+        stale = stale_models(record)
+        status = s["status"] + (f" (ran on an earlier {', '.join(stale)}; re-run pending)" if stale else "")
         rows.append(f"| {s['paper']} | [{method}](notebooks/{method}.ipynb) | {s['claim']} | "
-                    f"{s['ours']} | {s['status']} | {figs} |")
+                    f"{s['ours']} | {status} | {figs} |")
     return "\n".join(rows)
 
 
@@ -63,8 +77,11 @@ def zoo_table() -> str:
     if code_probes is not None:
         met = bool(code_probes) and min(code_probes.values()) >= RETRIEVAL_TARGET
         rows += ["", f"tw-code's retrieval target (at least {RETRIEVAL_TARGET:.0%} at both distances): "
-                     + ("**met**." if met else "**not met yet**: KV-cache and needle results on tw-code "
-                        "are not meaningful until it is.")]
+                     + ("**met**." if met else "**not met yet** at "
+                        + " and ".join(f"{d} tokens ({a:.0%})" for d, a in sorted(code_probes.items())
+                                       if a < RETRIEVAL_TARGET)
+                        + ": KV-cache and needle results that need retrieval that far back are "
+                          "not meaningful on tw-code.")]
     rows += [""] + notes if notes else []
     return "\n".join(rows)
 

@@ -71,3 +71,15 @@ def test_results_on_disk_are_complete():
     for path in (ROOT / "results").glob("*/*.json"):
         record = json.loads(path.read_text())
         assert {"method", "config", "metrics", "parameters", "provenance"} <= set(record), path
+
+
+def test_results_made_on_a_replaced_zoo_model_are_flagged_stale():
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    import figures
+
+    old = {"parameters": {"model": "tw-code", "code_model": "tw-arith", "n": 3},
+           "provenance": {"time": "2000-01-01T00:00:00Z"}}
+    assert sorted(figures.stale_models(old)) == ["tw-arith", "tw-code"]
+    new = {"parameters": {"model": "tw-code", "other": "Qwen/Qwen2.5-0.5B"},
+           "provenance": {"time": "2999-01-01T00:00:00Z"}}
+    assert figures.stale_models(new) == []
