@@ -1,0 +1,156 @@
+"""Exact next-byte probabilities from a token-level LM with a byte-level BPE tokenizer.
+
+Phan et al., *Exact Byte-Level Probabilities from Tokenized Language Models for FIM-Tasks
+and Model Ensembles*, ICLR 2025 (arXiv 2410.09303), the Byte-Token Representation Lemma.
+
+Definitions (bytes ``x``, token sequences ``t``; ``bytes(t)`` their concatenated bytes):
+
+* ``t`` is *valid* when the tokenizer itself produces it: ``encode(bytes(t)) == t``. A model
+  trained on tokenized text only ever sees valid sequences, so the token-level distribution
+  used here is the model's, renormalised over the valid next tokens (and EOS) at each step;
+  everything below is exact with respect to that distribution.
+* The *cover* of ``x``: valid ``t`` with ``bytes(t[:-1])`` a proper prefix of ``x`` and ``x`` a
+  prefix of ``bytes(t)``. Every generation whose bytes start with ``x`` starts with exactly one
+  cover element, so ``P(x) = sum_{t in cover(x)} P(t)`` (the lemma, eq. 3 of the paper).
+* Next byte (eq. 5): ``P(x b) / P(x)``, where ``P(x b)`` takes the cover elements that
+  overhang ``x`` with next byte ``b`` (*pass*) and, for every valid ``u`` with
+  ``bytes(u) == x`` exactly, ``P(u)`` times the mass of the valid next tokens starting with
+  ``b`` (*branch*); the end of text is ``P(u) P(EOS | u)``.
+
+Deviations and limits (this is the exact reference, not yet the fast one): validity is
+checked by re-encoding the decoded text of the whole sequence (memoised), not by the
+paper's incremental check on the last pre-token; every model call is a full forward of
+``EOS + t`` (memoised per prefix), no KV-cache reuse; sequences whose bytes end inside a
+multi-byte UTF-8 character cannot be re-encoded and count as invalid, so prefixes should
+end on a character boundary.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import torch
+
+END = 256  # index of the end-of-text event in a next-byte distribution
+
+
+def byte_decoder() -> dict[str, int]:
+    """The byte-level alphabet (GPT-2's printable stand-ins for the 256 bytes) -> byte."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+class ByteLM:
+    """``next_byte_logprobs(prefix)``: 257 log-probabilities (bytes 0-255, then the end)."""
+
+    def __init__(self, model, tokenizer):
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        if (spec.get("decoder") or {}).get("type") != "ByteLevel":
+            raise ValueError("ByteLM needs a byte-level BPE tokenizer (GPT-2 style: a ByteLevel "
+                             f"decoder); {type(tokenizer).__name__} has decoder "
+                             f"{(spec.get('decoder') or {}).get('type')!r}")
+        self.model, self.tokenizer = model, tokenizer
+        self.eos = tokenizer.eos_token_id
+        alphabet = byte_decoder()
+        special = set(tokenizer.all_special_ids)
+        self.token_bytes: dict[int, bytes] = {}
+        for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+            if i not in special and all(c in alphabet for c in piece):
+                self.token_bytes[i] = bytes(alphabet[c] for c in piece)
+        self.device = next(model.parameters()).device
+        self._valid = functools.lru_cache(maxsize=None)(self._valid_uncached)
+        self._logp: dict[tuple[int, ...], torch.Tensor] = {}
+
+    # --- token level ---------------------------------------------------------------------
+
+    def _valid_uncached(self, tokens: tuple[int, ...]) -> bool:
+        try:
+            text = b"".join(self.token_bytes[t] for t in tokens).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) == tokens
+
+    @torch.no_grad()
+    def next_token_logprobs(self, tokens: tuple[int, ...]) -> torch.Tensor:
+        """log P(s | tokens) over the vocabulary, renormalised over valid ``tokens + (s,)`` and
+        EOS (``-inf`` elsewhere). [V] float64."""
+        if tokens not in self._logp:
+            x = torch.tensor([[self.eos, *tokens]], device=self.device)
+            logits = self.model(x).logits[0].double().cpu()  # [len + 1, V]
+            for k in range(len(tokens) + 1):  # every prefix comes free with this forward
+                if tokens[:k] not in self._logp:
+                    self._logp[tokens[:k]] = self._renormalise(tokens[:k], logits[k])
+        return self._logp[tokens]
+
+    def _renormalise(self, tokens: tuple[int, ...], logits: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros_like(logits, dtype=torch.bool)
+        mask[self.eos] = True
+        for s in self.token_bytes:
+            mask[s] = self._valid(tokens + (s,))
+        return torch.log_softmax(logits.masked_fill(~mask, -math.inf), -1)
+
+    def sequence_logprob(self, tokens: tuple[int, ...]) -> float:
+        """log P(the generation starts with ``tokens``)."""
+        return sum(float(self.next_token_logprobs(tokens[:k])[tokens[k]]) for k in range(len(tokens)))
+
+    # --- byte level ------------------------------------------------------------------------
+
+    def exact_encodings(self, prefix: bytes) -> list[tuple[int, ...]]:
+        """Every valid token sequence whose bytes are exactly ``prefix``."""
+        return [t for t, overhang in self._paths(prefix) if not overhang]
+
+    def cover(self, prefix: bytes) -> list[tuple[int, ...]]:
+        """The cover of ``prefix`` (see the module docstring); ``[()]`` for empty bytes."""
+        return [t for t, _ in self._paths(prefix)] if prefix else [()]
+
+    def _paths(self, x: bytes):
+        """(t, overhangs) for valid t with bytes(t[:-1]) a proper prefix of x and x a prefix
+        of bytes(t): t either ends exactly at len(x) or its last token runs past it."""
+        out, stack = [], [((), 0)]
+        while stack:
+            t, at = stack.pop()
+            if at == len(x):
+                out.append((t, False))
+                continue
+            rest = x[at:]
+            for s, b in self.token_bytes.items():
+                if b.startswith(rest) and len(b) > len(rest) and self._valid(t + (s,)):
+                    out.append((t + (s,), True))
+                elif rest.startswith(b) and self._valid(t + (s,)):
+                    stack.append((t + (s,), at + len(b)))
+        return out
+
+    def prefix_logprob(self, prefix: bytes) -> float:
+        """log P(the generated bytes start with ``prefix``) = log sum over its cover."""
+        terms = [self.sequence_logprob(t) for t in self.cover(prefix)]
+        return float(torch.logsumexp(torch.tensor(terms, dtype=torch.float64), 0)) if terms else -math.inf
+
+    def next_byte_logprobs(self, prefix: bytes | str) -> torch.Tensor:
+        """log P(next byte | prefix) for bytes 0-255 and the end of text (index 256). [257]"""
+        if isinstance(prefix, str):
+            prefix = prefix.encode("utf-8")
+        if not isinstance(prefix, bytes):
+            raise TypeError(f"prefix must be bytes or str, got {type(prefix).__name__}")
+        mass = torch.zeros(257, dtype=torch.float64)
+        n = len(prefix)
+        for t, overhang in self._paths(prefix) if prefix else [((), False)]:
+            p = math.exp(self.sequence_logprob(t))
+            if overhang:  # pass: the last token already fixes the next byte
+                mass[(b"".join(self.token_bytes[s] for s in t))[n]] += p
+                continue
+            probs = self.next_token_logprobs(t).exp()  # branch: sum next tokens by first byte
+            for s, b in self.token_bytes.items():
+                mass[b[0]] += p * float(probs[s])
+            mass[END] += p * float(probs[self.eos])
+        total = math.exp(self.prefix_logprob(prefix))
+        if total <= 0:
+            raise ValueError(f"no valid tokenization covers {prefix!r}")
+        return (mass / total).log()  # sums to 1 exactly when pass + branch account for P(x)

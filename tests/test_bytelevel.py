@@ -1,0 +1,75 @@
+"""Exact byte-level probabilities (tokenworks.bytelevel) on tw-micro: the exactness checks."""
+import functools
+import math
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models
+from transformers import PreTrainedTokenizerFast
+
+from tokenworks.bytelevel import END, ByteLM, byte_decoder
+from tokenworks.models import load
+
+
+@functools.cache
+def byte_lm():
+    model, tok = load("tw-micro", device="cpu", dtype=torch.float64)
+    return ByteLM(model, tok)
+
+
+def test_byte_alphabet_is_a_bijection():
+    table = byte_decoder()
+    assert sorted(table.values()) == list(range(256)) and len(table) == 256
+
+
+@pytest.mark.parametrize("prefix", [b"", b"d", b"de", b"def ma", b"import o", b"x = 1\n"])
+def test_next_byte_probabilities_sum_to_one(prefix):
+    logp = byte_lm().next_byte_logprobs(prefix)
+    assert logp.shape == (257,)
+    assert math.isclose(float(logp.exp().sum()), 1.0, abs_tol=1e-9)
+
+
+def _all_valid_tokenizations(lm, y: bytes):
+    """Every segmentation of y into vocabulary tokens that the tokenizer itself produces,
+    by brute force (independent of ByteLM's cover search)."""
+    out = []
+
+    def walk(at, t):
+        if at == len(y):
+            if lm._valid_uncached(t):
+                out.append(t)
+            return
+        for s, b in lm.token_bytes.items():
+            if y.startswith(b, at):
+                walk(at + len(b), t + (s,))
+    walk(0, ())
+    return out
+
+
+@pytest.mark.parametrize("y", [b"def f", b"a = b", b"if x:"])
+def test_chain_rule_equals_the_sum_over_tokenizations(y):
+    lm = byte_lm()
+    chain = sum(float(lm.next_byte_logprobs(y[:i])[y[i]]) for i in range(len(y)))
+    chain += float(lm.next_byte_logprobs(y)[END])
+    encodings = _all_valid_tokenizations(lm, y)
+    assert encodings and sorted(encodings) == sorted(lm.exact_encodings(y))
+    brute = [lm.sequence_logprob(t) + float(lm.next_token_logprobs(t)[lm.eos]) for t in encodings]
+    assert chain == pytest.approx(float(torch.logsumexp(torch.tensor(brute), 0)), abs=1e-6)
+
+
+def test_prefix_probability_is_the_cover_sum_and_mid_token_prefixes_work():
+    lm = byte_lm()
+    # "de" ends inside the token "def": the cover holds overhanging tokens
+    assert any(len(b"".join(lm.token_bytes[s] for s in t)) > 2 for t in lm.cover(b"de"))
+    full = lm.prefix_logprob(b"def")
+    step = lm.prefix_logprob(b"de") + float(lm.next_byte_logprobs(b"de")[ord("f")])
+    assert full == pytest.approx(step, abs=1e-9)
+
+
+def test_bad_input_fails_clearly():
+    with pytest.raises(TypeError, match="bytes or str"):
+        byte_lm().next_byte_logprobs(123)
+    word = Tokenizer(models.WordLevel({"a": 0, "<eos>": 1}, unk_token="<eos>"))
+    tok = PreTrainedTokenizerFast(tokenizer_object=word, eos_token="<eos>")
+    with pytest.raises(ValueError, match="byte-level BPE"):
+        ByteLM(byte_lm().model, tok)
