@@ -20,9 +20,10 @@ Definitions (bytes ``x``, token sequences ``t``; ``bytes(t)`` their concatenated
 Deviations and limits (this is the exact reference, not yet the fast one): validity is
 checked by re-encoding the decoded text of the whole sequence (memoised), not by the
 paper's incremental check on the last pre-token; every model call is a full forward of
-``EOS + t`` (memoised per prefix), no KV-cache reuse; sequences whose bytes end inside a
-multi-byte UTF-8 character cannot be re-encoded and count as invalid, so prefixes should
-end on a character boundary.
+``EOS + t`` (memoised per prefix), no KV-cache reuse; a sequence whose bytes end inside a
+multi-byte UTF-8 character cannot be re-encoded and counts as invalid, so a character that
+the tokenizer splits across tokens gets probability 0 wherever it occurs (characters held
+by single tokens, and all ASCII, are exact). Probabilities stay in log space.
 """
 from __future__ import annotations
 
@@ -139,18 +140,25 @@ class ByteLM:
             prefix = prefix.encode("utf-8")
         if not isinstance(prefix, bytes):
             raise TypeError(f"prefix must be bytes or str, got {type(prefix).__name__}")
-        mass = torch.zeros(257, dtype=torch.float64)
         n = len(prefix)
+        terms: list[list[torch.Tensor]] = [[] for _ in range(257)]  # log-masses per next byte
+        first = torch.tensor([b[0] for b in self.token_bytes.values()])
+        ids = torch.tensor(list(self.token_bytes))
         for t, overhang in self._paths(prefix) if prefix else [((), False)]:
-            p = math.exp(self.sequence_logprob(t))
+            logp = torch.tensor(self.sequence_logprob(t), dtype=torch.float64)
             if overhang:  # pass: the last token already fixes the next byte
-                mass[(b"".join(self.token_bytes[s] for s in t))[n]] += p
+                terms[(b"".join(self.token_bytes[s] for s in t))[n]].append(logp[None])
                 continue
-            probs = self.next_token_logprobs(t).exp()  # branch: sum next tokens by first byte
-            for s, b in self.token_bytes.items():
-                mass[b[0]] += p * float(probs[s])
-            mass[END] += p * float(probs[self.eos])
-        total = math.exp(self.prefix_logprob(prefix))
-        if total <= 0:
-            raise ValueError(f"no valid tokenization covers {prefix!r}")
-        return (mass / total).log()  # sums to 1 exactly when pass + branch account for P(x)
+            nxt = self.next_token_logprobs(t)  # branch: next tokens grouped by their first byte
+            for b in first.unique().tolist():
+                terms[b].append(logp + nxt[ids[first == b]])
+            terms[END].append((logp + nxt[self.eos])[None])
+        total = self.prefix_logprob(prefix)
+        if total == -math.inf:
+            raise ValueError(f"no valid tokenization covers {prefix!r} (a character the tokenizer "
+                             "splits across tokens? see the module docstring)")
+        out = torch.full((257,), -math.inf, dtype=torch.float64)
+        for b, parts in enumerate(terms):
+            if parts:
+                out[b] = torch.logsumexp(torch.cat(parts), 0)
+        return out - total  # sums to 1 exactly when pass + branch account for P(x)

@@ -117,8 +117,8 @@ def repeat_spans(row: list[int], rng: random.Random, n_spans: tuple[int, int] = 
                  length: tuple[int, int] = (8, 64)) -> list[int]:
     """Copy 1-4 spans of 8-64 tokens of ``row`` over later positions of the same row.
 
-    Each span ``row[a:a+L]`` overwrites ``row[b:b+L]`` with ``b >= a + L``, so the second copy
-    is predictable from the first and from nothing else.
+    Each span ``row[a:a+L]`` overwrites ``row[b:b+L]`` with ``b >= a + L``: the second copy is
+    predictable from the first (a later span may overwrite part of an earlier one).
     """
     out = list(row)
     for _ in range(rng.randint(*n_spans)):
@@ -129,6 +129,9 @@ def repeat_spans(row: list[int], rng: random.Random, n_spans: tuple[int, int] = 
         b = rng.randrange(a + span, len(out) - span + 1)
         out[b:b + span] = out[a:a + span]
     return out
+
+
+CONSTANT_LINE_TOKENS = 16  # tokens a definition or use line of with_constants takes at most
 
 
 def training_rows(ids_by_doc: list[list[int]], texts: list[str], tokenizer, seq_len: int,
@@ -146,16 +149,17 @@ def training_rows(ids_by_doc: list[list[int]], texts: list[str], tokenizer, seq_
     order: list[int] = []
     while True:
         if rng.random() < retrieval_rate:
-            lines: list[str] = []
-            target_chars = int(seq_len * 3.6)
-            while sum(len(x) + 1 for x in lines) < target_chars:
-                lines += texts[rng.randrange(len(texts))].splitlines()
-            keep = []
-            for line in lines:
-                keep.append(line)
-                if sum(len(x) + 1 for x in keep) >= target_chars:
-                    break
-            text = "\n".join(with_constants(keep, rng.randint(1, 8), rng))
+            # whole lines of random files up to the row's length in tokens, less room for the
+            # constant lines, so that the uses near the end survive the cut at seq_len + 1
+            n_constants = min(rng.randint(1, 8), max(1, seq_len // (6 * CONSTANT_LINE_TOKENS)))
+            budget, keep = seq_len + 1 - CONSTANT_LINE_TOKENS * 3 * n_constants, []
+            while budget > 0 or not keep:
+                for line in texts[rng.randrange(len(texts))].splitlines():
+                    budget -= len(tokenizer(line + "\n")["input_ids"])
+                    if budget < 0 and keep:
+                        break
+                    keep.append(line)
+            text = "\n".join(with_constants(keep, n_constants, rng))
             row = tokenizer(text)["input_ids"][: seq_len + 1]
             row += [eos] * (seq_len + 1 - len(row))
             yield row
@@ -312,10 +316,18 @@ def copy_probe(model, tokenizer, texts: list[str], span: int = 40, gap: int = 40
 def arith_accuracy(model, tokenizer, problems: list[dict], batch_size: int = 100,
                    max_new_tokens: int = 64) -> dict:
     """Greedy accuracy on arithmetic problems (the integer after ``####`` must be right)."""
-    from tokenworks.arith import extract_answer, prompt
-
     device = next(model.parameters()).device
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        hits, examples = _arith_batches(model, tokenizer, problems, batch_size, max_new_tokens, device)
+    finally:
+        tokenizer.padding_side = side
+    return {"accuracy": hits / len(problems), "n": len(problems), "examples": examples}
+
+
+def _arith_batches(model, tokenizer, problems, batch_size, max_new_tokens, device):
+    from tokenworks.arith import extract_answer, prompt
+
     hits, examples = 0, []
     for b in range(0, len(problems), batch_size):
         batch = problems[b:b + batch_size]
@@ -328,5 +340,4 @@ def arith_accuracy(model, tokenizer, problems: list[dict], batch_size: int = 100
             hits += ok
             if len(examples) < 5:
                 examples.append({"prompt": prompt(p), "completion": text.split("\n")[0], "ok": ok})
-    tokenizer.padding_side = side
-    return {"accuracy": hits / len(problems), "n": len(problems), "examples": examples}
+    return hits, examples

@@ -3,8 +3,8 @@
     python reproduce/bench_tree_attention.py        # writes results/tree_attention/<device>.json
 
 Correctness first: every shape is checked against ``tree_attention_reference`` (fp16 within
-1e-3) before it is timed; a shape that fails stops the run. Timings are medians of
-``triton.testing.do_bench``, both methods side by side in one process. SDPA gets the keys
+1e-3) before it is timed; a shape that fails stops the run. Timings are the means that
+``triton.testing.do_bench`` returns, both methods side by side in one process. SDPA gets the keys
 repeated to the query heads (what a model without GQA-aware attention does) and the dense
 ``[T, L + T]`` boolean mask; the kernel reads the grouped keys and the ancestor bit words.
 Shapes: Token Recycling's 80-node tree plus the root, a 7B-like layer (32 query heads, 8 KV

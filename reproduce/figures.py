@@ -29,13 +29,16 @@ def _records():
 
 
 def stale_models(record: dict) -> list[str]:
-    """Zoo models a results record used that were replaced after it ran (the card's training
-    provenance is newer than the record): its numbers no longer describe the committed zoo."""
+    """Zoo models a results record used that were replaced after it ran (the checkpoint is
+    newer than the record): its numbers no longer describe the committed zoo."""
     used = [v for k, v in record["parameters"].items() if k.endswith("model") and v in ZOO]
     stale = []
     for name in used:
         card = json.loads((ZOO_DIR / name / "model_card.json").read_text())
-        if card["provenance"]["time"] > record["provenance"]["time"]:
+        # a checkpoint enters zoo/ when trained here, or when installed from a GPU lease and
+        # re-measured here (card["evaluated"]): the later of the two
+        installed = max(card["provenance"]["time"], card.get("evaluated", {}).get("time", ""))
+        if installed > record["provenance"]["time"]:
             stale.append(name)
     return stale
 

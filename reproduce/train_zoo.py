@@ -8,7 +8,7 @@
 Runs on CUDA when present (rows built by CPU worker processes), else the CPU. Seeds are
 fixed; with the same device, worker count and step count a run is repeatable. ``--minutes``
 times the first steps and scales every stage's step count down so the run fits; the card
-records the scale, and ``--scale`` with it repeats the run. Each model is written to zoo/<name>/ with `save_pretrained`
+records the scale and the stages it ran; ``--set 'stages=<the card's stages>'`` repeats it. Each model is written to zoo/<name>/ with `save_pretrained`
 (float16 safetensors) beside its tokenizer and a model card (model_card.json, README.md).
 """
 from __future__ import annotations
@@ -64,6 +64,27 @@ def get_tokenizer(folder: str, corpus, rebuild: bool):
             tok = train_tokenizer(corpus.texts("train"), TOKENIZERS[folder])
         tok.save_pretrained(path)
     return AutoTokenizer.from_pretrained(path)
+
+
+SPEC_KEYS = {"stages", "lr", "warmup", "retrieval_rate", "repeat_rate", "data", "target_accuracy",
+             "eval_every"}
+
+
+def parse_overrides(items: list[str], name: str) -> dict:
+    """``KEY=JSON`` strings -> a dict of training-spec overrides, checked."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in SPEC_KEYS:
+            raise SystemExit(f"--set {item!r}: write KEY=JSON with KEY one of {', '.join(sorted(SPEC_KEYS))}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--set {item!r}: the value must be JSON (numbers as 0.8, lists as "
+                             "[[2048,32,800]], strings quoted)") from None
+    if "data" in out and out["data"] != TRAIN[name].get("data"):
+        raise SystemExit(f"--set data=...: {name}'s data source is fixed by its tokenizer")
+    return out
 
 
 def zoo_config(name: str, tokenizer) -> LlamaConfig:
@@ -169,7 +190,7 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
                 bar.total = total
                 print(f"--minutes {minutes}: {per_step * 1000:.0f} ms/step, {total} steps "
                       f"(scale {scale:.4f})", flush=True)
-            if step % 500 == 0:
+            if step % 500 == 0 and not arith:  # tw-arith logs its own, with accuracy
                 validation.append((step, held_out_loss(model, val_rows)))
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, total, spec["lr"], spec.get("warmup", 50))
@@ -197,7 +218,8 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
         if stopped_at:
             break
     bar.close()
-    validation.append((step, held_out_loss(model, val_rows)))
+    if not arith:
+        validation.append((step, held_out_loss(model, val_rows)))
     seconds = time.time() - t0
     model = model.to(torch.float16).to(torch.float32).eval()  # evaluate what is committed
     card = evaluate(name, model, tokenizer, corpus, device)
@@ -205,7 +227,7 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
         name=name, architecture="LlamaForCausalLM", config=model.config.to_diff_dict(),
         parameters=sum(p.numel() for p in model.parameters()),
         training=dict(spec, stages=stages, steps=step, scale=round(scale, 6),
-                      optimizer="AdamW(0.9, 0.95), wd 0.1", data_workers=workers,
+                      optimizer="AdamW(0.9, 0.95), wd 0.1", data_workers=0 if arith else workers,
                       precision="bf16 autocast" if device.type == "cuda" else "fp32",
                       fim="none" if arith else "SantaCoder-style, 50% of documents, PSM/SPM 50/50",
                       curriculum=" ".join(c for c, on in [(CURRICULUM, spec["retrieval_rate"]),
@@ -354,6 +376,8 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=None,
                     help="data worker processes (default: CPU count - 2 on CUDA, 0 on the CPU)")
     args = ap.parse_args(argv)
+    for name in args.models:  # bad --set items fail before any work
+        parse_overrides(args.set, name)
     if args.threads:
         torch.set_num_threads(args.threads)
     corpus = load_corpus(args.corpus) if args.corpus else stdlib_corpus()
@@ -372,7 +396,7 @@ def main(argv=None):
             workers = args.workers
             if workers is None:
                 workers = max(1, (os.cpu_count() or 3) - 2) if device.type == "cuda" else 0
-            overrides = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+            overrides = parse_overrides(args.set, name)
             card = train(name, corpus, tok, device, args.resume, args.scale, args.minutes, workers,
                          overrides, args.out_dir)
         probes = {p["distance"]: p["accuracy"] for p in card.get("retrieval_probes", [])}

@@ -66,6 +66,19 @@ def test_repeat_spans_copies_earlier_tokens_later(seed):
     assert repeat_spans(row, random.Random(seed)) == out
 
 
+def test_retrieval_rows_keep_every_constant_use():
+    _, tok = load("tw-micro", device="cpu")
+    texts = [f"value_{i} = compute({i}, {i + 1})\n" * 40 for i in range(20)]
+    ids = tok(texts)["input_ids"]
+    rows = training_rows(ids, texts, tok, 256, random.Random(0), retrieval_rate=1.0)
+    for _ in range(20):
+        text = tok.decode(next(rows))
+        names = re.findall(r"^([A-Z]+_\d+) = '", text, re.M)
+        assert names
+        for name in names:  # defined once, used at least once, inside the row
+            assert len(re.findall(rf"\b{name}\b", text)) >= 2, (name, text[-300:])
+
+
 def test_training_rows_are_deterministic_and_shaped():
     _, tok = load("tw-micro", device="cpu")
     texts = [TEXT * 5, "import os\n" * 30, "class A:\n    pass\n" * 10]
