@@ -17,13 +17,14 @@ Definitions (bytes ``x``, token sequences ``t``; ``bytes(t)`` their concatenated
   ``bytes(u) == x`` exactly, ``P(u)`` times the mass of the valid next tokens starting with
   ``b`` (*branch*); the end of text is ``P(u) P(EOS | u)``.
 
-Deviations and limits (this is the exact reference, not yet the fast one): validity is
-checked by re-encoding the decoded text of the whole sequence (memoised), not by the
-paper's incremental check on the last pre-token; every model call is a full forward of
-``EOS + t`` (memoised per prefix), no KV-cache reuse; a sequence whose bytes end inside a
-multi-byte UTF-8 character cannot be re-encoded and counts as invalid, so a character that
-the tokenizer splits across tokens gets probability 0 wherever it occurs (characters held
-by single tokens, and all ASCII, are exact). Probabilities stay in log space.
+Deviations and limits: validity of ``t + (s,)`` re-encodes only the last pre-token chunk
+of ``t`` and ``s`` (GPT-2's split regex; other byte-level tokenizers re-encode everything),
+but it is still checked for every vocabulary entry at every new prefix; every model call is
+a full forward of ``EOS + t`` (memoised per prefix), no KV-cache reuse yet; a sequence whose
+bytes end inside a multi-byte UTF-8 character cannot be re-encoded and counts as invalid,
+so a character that the tokenizer splits across tokens gets probability 0 wherever it
+occurs (characters held by single tokens, and all ASCII, are exact). Probabilities stay in
+log space.
 """
 from __future__ import annotations
 
@@ -67,7 +68,13 @@ class ByteLM:
             if i not in special and all(c in alphabet for c in piece):
                 self.token_bytes[i] = bytes(alphabet[c] for c in piece)
         self.device = next(model.parameters()).device
+        pre = spec.get("pre_tokenizer") or {}
+        # the tail check below relies on GPT-2's split regex (chunks never look behind, and
+        # only the last chunk of a string can change when bytes are appended)
+        self._tail_check = (pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+                            and not spec.get("normalizer"))
         self._valid = functools.lru_cache(maxsize=None)(self._valid_uncached)
+        self._last_chunk = functools.lru_cache(maxsize=None)(self._last_chunk_uncached)
         self._logp: dict[tuple[int, ...], torch.Tensor] = {}
 
     # --- token level ---------------------------------------------------------------------
@@ -78,6 +85,38 @@ class ByteLM:
         except UnicodeDecodeError:
             return False
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) == tokens
+
+    def _last_chunk_uncached(self, tokens: tuple[int, ...]) -> tuple[int, bytes] | None:
+        """(index of the first token of the last pre-token chunk, that chunk's bytes)."""
+        data = b"".join(self.token_bytes[t] for t in tokens)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        chunks = self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+        start = len(text[:chunks[-1][1][0]].encode("utf-8")) if chunks else 0
+        at = 0
+        for j, t in enumerate(tokens):
+            if at == start:
+                return j, data[start:]
+            at += len(self.token_bytes[t])
+        return len(tokens), b""
+
+    def valid_next(self, tokens: tuple[int, ...], s: int) -> bool:
+        """Is ``tokens + (s,)`` valid, given that ``tokens`` is? With GPT-2's pre-tokenizer
+        only the last chunk can change, so only it and ``s`` are re-encoded (the paper's
+        incremental check); other byte-level tokenizers re-encode everything."""
+        if not self._tail_check:
+            return self._valid(tokens + (s,))
+        last = self._last_chunk(tokens)
+        if last is None:
+            return False
+        j, tail = last
+        try:
+            text = (tail + self.token_bytes[s]).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) == tokens[j:] + (s,)
 
     @torch.no_grad()
     def next_token_logprobs(self, tokens: tuple[int, ...]) -> torch.Tensor:
@@ -95,7 +134,7 @@ class ByteLM:
         mask = torch.zeros_like(logits, dtype=torch.bool)
         mask[self.eos] = True
         for s in self.token_bytes:
-            mask[s] = self._valid(tokens + (s,))
+            mask[s] = self.valid_next(tokens, s)
         return torch.log_softmax(logits.masked_fill(~mask, -math.inf), -1)
 
     def sequence_logprob(self, tokens: tuple[int, ...]) -> float:
@@ -123,9 +162,9 @@ class ByteLM:
                 continue
             rest = x[at:]
             for s, b in self.token_bytes.items():
-                if b.startswith(rest) and len(b) > len(rest) and self._valid(t + (s,)):
+                if b.startswith(rest) and len(b) > len(rest) and self.valid_next(t, s):
                     out.append((t + (s,), True))
-                elif rest.startswith(b) and self._valid(t + (s,)):
+                elif rest.startswith(b) and self.valid_next(t, s):
                     stack.append((t + (s,), at + len(b)))
         return out
 

@@ -8,8 +8,9 @@
 Runs on CUDA when present (rows built by CPU worker processes), else the CPU. Seeds are
 fixed; with the same device, worker count and step count a run is repeatable. ``--minutes``
 times the first steps and scales every stage's step count down so the run fits; the card
-records the scale and the stages it ran; ``--set 'stages=<the card's stages>'`` repeats it. Each model is written to zoo/<name>/ with `save_pretrained`
-(float16 safetensors) beside its tokenizer and a model card (model_card.json, README.md).
+records the scale and the stages it ran, and ``--set 'stages=<the card's stages>'`` repeats
+it. Each model is written to zoo/<name>/ with `save_pretrained` (float16 safetensors) beside
+its tokenizer and a model card (model_card.json, README.md).
 """
 from __future__ import annotations
 

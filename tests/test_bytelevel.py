@@ -73,3 +73,14 @@ def test_bad_input_fails_clearly():
     tok = PreTrainedTokenizerFast(tokenizer_object=word, eos_token="<eos>")
     with pytest.raises(ValueError, match="byte-level BPE"):
         ByteLM(byte_lm().model, tok)
+
+
+@pytest.mark.parametrize("text", ["def f(x):\n    return x", "a  b", "x = 'it''s'  # done\n\n"])
+def test_incremental_validity_equals_re_encoding_everything(text):
+    lm = byte_lm()
+    ids = tuple(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+    for k in (0, 1, len(ids) // 2, len(ids)):
+        t = ids[:k]
+        fast = [lm.valid_next(t, s) for s in lm.token_bytes]
+        slow = [lm._valid_uncached(t + (s,)) for s in lm.token_bytes]
+        assert fast == slow and any(fast)

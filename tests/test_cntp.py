@@ -138,7 +138,7 @@ def test_run_is_deterministic_and_one_line():
     a = cntp.run(model, tok, items, cntp.first_line, k=2, max_new_tokens=8)
     assert a == cntp.run(model, tok, items, cntp.first_line, k=2, max_new_tokens=8)
     assert [len(r["sample"]) for r in a] == [2, 2] and [len(r["greedy"]) for r in a] == [1, 1]
-    with pytest.raises(ValueError, match="k"):
+    with pytest.raises(ValueError, match=r"k \(chains per strategy\)"):
         cntp.run(model, tok, items, cntp.first_line, k=0)
 
 
@@ -149,3 +149,6 @@ def test_a_set_of_end_ids_stops_generation():
     stop = free[3]
     out = generate(model, prompt, "greedy", max_new_tokens=20, eos_token_id={stop, -1}).tokens
     assert out == free[:free.index(stop) + 1]
+    assert generate(model, prompt, "greedy", max_new_tokens=20, eos_token_id=stop).tokens == out
+    lines = generate(model, prompt, "greedy", max_new_tokens=20, eos_token_id=cntp.newline_ids(tok)).tokens
+    assert "\n" not in tok.decode(lines[:-1]) and (len(lines) == 20 or "\n" in tok.decode(lines[-1:]))
