@@ -201,3 +201,28 @@ class ByteLM:
             if parts:
                 out[b] = torch.logsumexp(torch.cat(parts), 0)
         return out - total  # sums to 1 exactly when pass + branch account for P(x)
+
+    def generate(self, prompt: bytes | str, max_new_bytes: int = 64, temperature: float = 0.0,
+                 generator: torch.Generator | None = None) -> bytes:
+        """Decode byte by byte from the exact next-byte distribution: greedy at temperature 0,
+        else sampled at ``temperature`` with ``generator``. Stops at the end of text or after
+        ``max_new_bytes``; returns the new bytes (possibly ending inside a character)."""
+        if isinstance(prompt, str):
+            prompt = prompt.encode("utf-8")
+        if not isinstance(prompt, bytes):
+            raise TypeError(f"prompt must be bytes or str, got {type(prompt).__name__}")
+        if temperature < 0 or (temperature > 0 and generator is None):
+            raise ValueError("temperature must be >= 0, and sampling (temperature > 0) needs "
+                             "generator=torch.Generator().manual_seed(...)")
+        out = b""
+        for _ in range(max_new_bytes):
+            logp = self.next_byte_logprobs(prompt + out)
+            if temperature == 0:
+                b = int(logp.argmax())
+            else:
+                b = int(torch.multinomial(torch.softmax(logp / temperature, 0).float(), 1,
+                                          generator=generator))
+            if b == END:
+                break
+            out += bytes([b])
+        return out

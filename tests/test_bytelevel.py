@@ -84,3 +84,18 @@ def test_incremental_validity_equals_re_encoding_everything(text):
         fast = [lm.valid_next(t, s) for s in lm.token_bytes]
         slow = [lm._valid_uncached(t + (s,)) for s in lm.token_bytes]
         assert fast == slow and any(fast)
+
+
+def test_greedy_byte_generation_follows_the_exact_distribution():
+    lm = byte_lm()
+    prompt = b"def f(x):\n    return "
+    out = lm.generate(prompt, max_new_bytes=6)
+    assert len(out) == 6
+    for i in range(len(out)):  # each byte is the argmax of the exact distribution
+        assert out[i] == int(lm.next_byte_logprobs(prompt + out[:i]).argmax())
+    a = lm.generate(prompt, 6, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert a == lm.generate(prompt, 6, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match="bytes or str"):
+        lm.generate(["x"])
+    with pytest.raises(ValueError, match="generator"):
+        lm.generate(prompt, 4, temperature=1.0)
