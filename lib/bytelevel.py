@@ -75,7 +75,8 @@ class ByteLM:
                             and not spec.get("normalizer"))
         self._valid = functools.lru_cache(maxsize=None)(self._valid_uncached)
         self._last_chunk = functools.lru_cache(maxsize=None)(self._last_chunk_uncached)
-        self._logp: dict[tuple[int, ...], torch.Tensor] = {}
+        self._logits: dict[tuple, torch.Tensor] = {}  # raw, per (context, token prefix)
+        self._logp: dict[tuple, torch.Tensor] = {}  # renormalised over valid next tokens
 
     # --- token level ---------------------------------------------------------------------
 
@@ -119,16 +120,21 @@ class ByteLM:
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) == tokens[j:] + (s,)
 
     @torch.no_grad()
-    def next_token_logprobs(self, tokens: tuple[int, ...]) -> torch.Tensor:
-        """log P(s | tokens) over the vocabulary, renormalised over valid ``tokens + (s,)`` and
-        EOS (``-inf`` elsewhere). [V] float64."""
-        if tokens not in self._logp:
-            x = torch.tensor([[self.eos, *tokens]], device=self.device)
-            logits = self.model(x).logits[0].double().cpu()  # [len + 1, V]
-            for k in range(len(tokens) + 1):  # every prefix comes free with this forward
-                if tokens[:k] not in self._logp:
-                    self._logp[tokens[:k]] = self._renormalise(tokens[:k], logits[k])
-        return self._logp[tokens]
+    def next_token_logprobs(self, tokens: tuple[int, ...], context: tuple[int, ...] = ()) -> torch.Tensor:
+        """log P(s | context, tokens) over the vocabulary, renormalised over valid
+        ``tokens + (s,)`` and EOS (``-inf`` elsewhere). [V] float64. ``context``: token ids
+        the bytes are conditioned on (a prompt, FIM sentinels), not part of the byte string."""
+        key = (context, tokens)
+        if key not in self._logp:
+            if key not in self._logits:
+                x = torch.tensor([[self.eos, *context, *tokens]], device=self.device)
+                logits = self.model(x).logits[0, len(context):].double().cpu()  # [len(tokens) + 1, V]
+                # the forward gives every prefix's logits; keep the last ones, which the cover
+                # search asks for next (older ones cost a new forward if ever needed)
+                for k in range(max(0, len(tokens) - 32), len(tokens) + 1):
+                    self._logits.setdefault((context, tokens[:k]), logits[k])
+            self._logp[key] = self._renormalise(tokens, self._logits.pop(key))
+        return self._logp[key]
 
     def _renormalise(self, tokens: tuple[int, ...], logits: torch.Tensor) -> torch.Tensor:
         mask = torch.zeros_like(logits, dtype=torch.bool)
@@ -137,11 +143,33 @@ class ByteLM:
             mask[s] = self.valid_next(tokens, s)
         return torch.log_softmax(logits.masked_fill(~mask, -math.inf), -1)
 
-    def sequence_logprob(self, tokens: tuple[int, ...]) -> float:
-        """log P(the generation starts with ``tokens``)."""
-        return sum(float(self.next_token_logprobs(tokens[:k])[tokens[k]]) for k in range(len(tokens)))
+    def sequence_logprob(self, tokens: tuple[int, ...], context: tuple[int, ...] = (),
+                         start: int = 0) -> float:
+        """log P(tokens[start:] | context, tokens[:start]); ``start=0``: the whole sequence."""
+        return sum(float(self.next_token_logprobs(tokens[:k], context)[tokens[k]])
+                   for k in range(start, len(tokens)))
 
     # --- byte level ------------------------------------------------------------------------
+
+    def _head(self, x: bytes) -> tuple[tuple[int, ...], int]:
+        """The canonical tokens of ``x`` up to the start of its last pre-token chunk, and that
+        start. Appending bytes changes only the last chunk (GPT-2's regex), so every cover
+        element of ``x`` begins with these tokens: the cover search starts after them."""
+        if not self._tail_check or not x:
+            return (), 0
+        k = len(x)
+        while k and k > len(x) - 4:  # drop a character cut short at the end
+            try:
+                text = x[:k].decode("utf-8")
+                break
+            except UnicodeDecodeError:
+                k -= 1
+        else:
+            return (), 0
+        chunks = self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+        start = len(text[:chunks[-1][1][0]].encode("utf-8")) if chunks else 0
+        head = x[:start].decode("utf-8")
+        return tuple(self.tokenizer(head, add_special_tokens=False)["input_ids"]), start
 
     def exact_encodings(self, prefix: bytes) -> list[tuple[int, ...]]:
         """Every valid token sequence whose bytes are exactly ``prefix``."""
@@ -154,7 +182,7 @@ class ByteLM:
     def _paths(self, x: bytes):
         """(t, overhangs) for valid t with bytes(t[:-1]) a proper prefix of x and x a prefix
         of bytes(t): t either ends exactly at len(x) or its last token runs past it."""
-        out, stack = [], [((), 0)]
+        out, stack = [], [self._head(x)]
         while stack:
             t, at = stack.pop()
             if at == len(x):
@@ -168,34 +196,40 @@ class ByteLM:
                     stack.append((t + (s,), at + len(b)))
         return out
 
-    def prefix_logprob(self, prefix: bytes) -> float:
-        """log P(the generated bytes start with ``prefix``) = log sum over its cover."""
-        terms = [self.sequence_logprob(t) for t in self.cover(prefix)]
+    def prefix_logprob(self, prefix: bytes, context: tuple[int, ...] = ()) -> float:
+        """log P(the generated bytes start with ``prefix`` | context) = log sum over its cover."""
+        terms = [self.sequence_logprob(t, context) for t in self.cover(prefix)]
         return float(torch.logsumexp(torch.tensor(terms, dtype=torch.float64), 0)) if terms else -math.inf
 
-    def next_byte_logprobs(self, prefix: bytes | str) -> torch.Tensor:
-        """log P(next byte | prefix) for bytes 0-255 and the end of text (index 256). [257]"""
+    def next_byte_logprobs(self, prefix: bytes | str, context: tuple[int, ...] = ()) -> torch.Tensor:
+        """log P(next byte | context, prefix) for bytes 0-255 and the end of text (index 256).
+
+        Every cover element starts with the same head tokens (``_head``), whose probability
+        cancels in P(x b) / P(x): only the tokens after the head are scored. [257]"""
         if isinstance(prefix, str):
             prefix = prefix.encode("utf-8")
         if not isinstance(prefix, bytes):
             raise TypeError(f"prefix must be bytes or str, got {type(prefix).__name__}")
-        n = len(prefix)
+        context = tuple(context)
+        n, start = len(prefix), len(self._head(prefix)[0])
         terms: list[list[torch.Tensor]] = [[] for _ in range(257)]  # log-masses per next byte
         first = torch.tensor([b[0] for b in self.token_bytes.values()])
         ids = torch.tensor(list(self.token_bytes))
-        for t, overhang in self._paths(prefix) if prefix else [((), False)]:
-            logp = torch.tensor(self.sequence_logprob(t), dtype=torch.float64)
+        covers = self._paths(prefix) if prefix else [((), False)]
+        for t, overhang in covers:
+            logp = torch.tensor(self.sequence_logprob(t, context, start), dtype=torch.float64)
             if overhang:  # pass: the last token already fixes the next byte
                 terms[(b"".join(self.token_bytes[s] for s in t))[n]].append(logp[None])
                 continue
-            nxt = self.next_token_logprobs(t)  # branch: next tokens grouped by their first byte
+            nxt = self.next_token_logprobs(t, context)  # branch: next tokens by first byte
             for b in first.unique().tolist():
                 terms[b].append(logp + nxt[ids[first == b]])
             terms[END].append((logp + nxt[self.eos])[None])
-        total = self.prefix_logprob(prefix)
-        if total == -math.inf:
+        if not covers:
             raise ValueError(f"no valid tokenization covers {prefix!r} (a character the tokenizer "
                              "splits across tokens? see the module docstring)")
+        total = torch.logsumexp(torch.tensor([self.sequence_logprob(t, context, start)
+                                              for t, _ in covers], dtype=torch.float64), 0)
         out = torch.full((257,), -math.inf, dtype=torch.float64)
         for b, parts in enumerate(terms):
             if parts:

@@ -99,3 +99,14 @@ def test_greedy_byte_generation_follows_the_exact_distribution():
         lm.generate(["x"])
     with pytest.raises(ValueError, match="generator"):
         lm.generate(prompt, 4, temperature=1.0)
+
+
+def test_a_token_context_equals_the_same_bytes_as_a_head():
+    lm = byte_lm()
+    head = "import os\n"
+    context = tuple(lm.tokenizer(head, add_special_tokens=False)["input_ids"])
+    for tail in (b"de", b"def f"):
+        whole = lm.next_byte_logprobs(head.encode() + tail)
+        conditioned = lm.next_byte_logprobs(tail, context=context)
+        assert torch.allclose(whole.exp(), conditioned.exp(), atol=1e-12)
+    assert lm._head(b"import os\nde") == (context, len(head))
