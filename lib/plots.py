@@ -107,6 +107,8 @@ def cntp_accuracy_cost(record: dict):
                         label=s["strategy"])
         ax.set(xscale="log", xlabel="model forwards per answer (log)", ylabel="accuracy (%)",
                title=f"{task} ({res['model']}, {res['n']} items)")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=8)
     fig.suptitle(f"CNTP vs. greedy, sampling and self-consistency, {record['provenance']['device']}",
                  fontsize=9)
