@@ -67,6 +67,9 @@ class ByteLM:
         for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
             if i not in special and all(c in alphabet for c in piece):
                 self.token_bytes[i] = bytes(alphabet[c] for c in piece)
+        first = torch.tensor([b[0] for b in self.token_bytes.values()])
+        ids = torch.tensor(list(self.token_bytes))
+        self._by_first_byte = {b: ids[first == b] for b in first.unique().tolist()}  # byte -> ids
         self.device = next(model.parameters()).device
         pre = spec.get("pre_tokenizer") or {}
         # the tail check below relies on GPT-2's split regex (chunks never look behind, and
@@ -80,22 +83,31 @@ class ByteLM:
 
     # --- token level ---------------------------------------------------------------------
 
+    def _bytes(self, tokens) -> bytes:
+        return b"".join(self.token_bytes[t] for t in tokens)
+
+    def _encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _last_chunk_start(self, text: str) -> int:
+        """Byte offset in ``text`` where its last pre-token chunk starts."""
+        chunks = self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+        return len(text[:chunks[-1][1][0]].encode("utf-8")) if chunks else 0
+
     def _valid_uncached(self, tokens: tuple[int, ...]) -> bool:
         try:
-            text = b"".join(self.token_bytes[t] for t in tokens).decode("utf-8")
+            text = self._bytes(tokens).decode("utf-8")
         except UnicodeDecodeError:
             return False
-        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) == tokens
+        return self._encode(text) == tokens
 
     def _last_chunk_uncached(self, tokens: tuple[int, ...]) -> tuple[int, bytes] | None:
         """(index of the first token of the last pre-token chunk, that chunk's bytes)."""
-        data = b"".join(self.token_bytes[t] for t in tokens)
+        data = self._bytes(tokens)
         try:
-            text = data.decode("utf-8")
+            start = self._last_chunk_start(data.decode("utf-8"))
         except UnicodeDecodeError:
             return None
-        chunks = self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
-        start = len(text[:chunks[-1][1][0]].encode("utf-8")) if chunks else 0
         at = 0
         for j, t in enumerate(tokens):
             if at == start:
@@ -117,7 +129,7 @@ class ByteLM:
             text = (tail + self.token_bytes[s]).decode("utf-8")
         except UnicodeDecodeError:
             return False
-        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"]) == tokens[j:] + (s,)
+        return self._encode(text) == tokens[j:] + (s,)
 
     @torch.no_grad()
     def next_token_logprobs(self, tokens: tuple[int, ...], context: tuple[int, ...] = ()) -> torch.Tensor:
@@ -166,10 +178,8 @@ class ByteLM:
                 k -= 1
         else:
             return (), 0
-        chunks = self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
-        start = len(text[:chunks[-1][1][0]].encode("utf-8")) if chunks else 0
-        head = x[:start].decode("utf-8")
-        return tuple(self.tokenizer(head, add_special_tokens=False)["input_ids"]), start
+        start = self._last_chunk_start(text)
+        return self._encode(x[:start].decode("utf-8")), start
 
     def exact_encodings(self, prefix: bytes) -> list[tuple[int, ...]]:
         """Every valid token sequence whose bytes are exactly ``prefix``."""
@@ -179,10 +189,11 @@ class ByteLM:
         """The cover of ``prefix`` (see the module docstring); ``[()]`` for empty bytes."""
         return [t for t, _ in self._paths(prefix)] if prefix else [()]
 
-    def _paths(self, x: bytes):
+    def _paths(self, x: bytes, head: tuple[tuple[int, ...], int] | None = None):
         """(t, overhangs) for valid t with bytes(t[:-1]) a proper prefix of x and x a prefix
-        of bytes(t): t either ends exactly at len(x) or its last token runs past it."""
-        out, stack = [], [self._head(x)]
+        of bytes(t): t either ends exactly at len(x) or its last token runs past it. The
+        search starts after ``head`` (``_head(x)`` unless given)."""
+        out, stack = [], [head or self._head(x)]
         while stack:
             t, at = stack.pop()
             if at == len(x):
@@ -211,25 +222,24 @@ class ByteLM:
         if not isinstance(prefix, bytes):
             raise TypeError(f"prefix must be bytes or str, got {type(prefix).__name__}")
         context = tuple(context)
-        n, start = len(prefix), len(self._head(prefix)[0])
-        terms: list[list[torch.Tensor]] = [[] for _ in range(257)]  # log-masses per next byte
-        first = torch.tensor([b[0] for b in self.token_bytes.values()])
-        ids = torch.tensor(list(self.token_bytes))
-        covers = self._paths(prefix) if prefix else [((), False)]
-        for t, overhang in covers:
-            logp = torch.tensor(self.sequence_logprob(t, context, start), dtype=torch.float64)
-            if overhang:  # pass: the last token already fixes the next byte
-                terms[(b"".join(self.token_bytes[s] for s in t))[n]].append(logp[None])
-                continue
-            nxt = self.next_token_logprobs(t, context)  # branch: next tokens by first byte
-            for b in first.unique().tolist():
-                terms[b].append(logp + nxt[ids[first == b]])
-            terms[END].append((logp + nxt[self.eos])[None])
+        head = self._head(prefix)
+        n, start = len(prefix), len(head[0])
+        covers = self._paths(prefix, head) if prefix else [((), False)]
         if not covers:
             raise ValueError(f"no valid tokenization covers {prefix!r} (a character the tokenizer "
                              "splits across tokens? see the module docstring)")
-        total = torch.logsumexp(torch.tensor([self.sequence_logprob(t, context, start)
-                                              for t, _ in covers], dtype=torch.float64), 0)
+        terms: list[list[torch.Tensor]] = [[] for _ in range(257)]  # log-masses per next byte
+        scores = [torch.tensor(self.sequence_logprob(t, context, start), dtype=torch.float64)
+                  for t, _ in covers]
+        for (t, overhang), logp in zip(covers, scores):
+            if overhang:  # pass: the last token already fixes the next byte
+                terms[self._bytes(t)[n]].append(logp[None])
+                continue
+            nxt = self.next_token_logprobs(t, context)  # branch: next tokens by first byte
+            for b, members in self._by_first_byte.items():
+                terms[b].append(logp + nxt[members])
+            terms[END].append((logp + nxt[self.eos])[None])
+        total = torch.logsumexp(torch.stack(scores), 0)
         out = torch.full((257,), -math.inf, dtype=torch.float64)
         for b, parts in enumerate(terms):
             if parts:

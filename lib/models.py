@@ -32,6 +32,32 @@ TOKENIZERS = {"tokenizer-v1": 4096, "tokenizer-v2": 2560, "tokenizer-arith": 384
 CONTEXT = 2048
 
 
+def zoo_config(name: str, tokenizer):
+    """The ``LlamaConfig`` of zoo model ``name`` with ``tokenizer``'s vocabulary."""
+    from transformers import LlamaConfig
+
+    arch = {k: v for k, v in ZOO[name].items() if k != "tokenizer"}
+    return LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=CONTEXT,
+                       rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=None,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+                       **arch)
+
+
+def load_weights(name: str, path: str | Path, tokenizer):
+    """Zoo model ``name`` (float32, CPU) with the weights of a bare ``model.safetensors``, as
+    training writes them on another machine; fails if they are not that model's."""
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM(zoo_config(name, tokenizer))
+    missing, unexpected = model.load_state_dict(load_file(path), strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:  # the head is tied to the embedding
+        raise ValueError(f"{path} does not hold a {name} checkpoint: missing {missing}, "
+                         f"unexpected {unexpected}")
+    model.tie_weights()
+    return model
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU; anything else is passed to torch."""
     if device == "auto":

@@ -14,11 +14,10 @@ import argparse
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from tokenworks.corpus import stdlib_corpus
-from tokenworks.models import ZOO, ZOO_DIR
+from tokenworks.models import ZOO, ZOO_DIR, load_weights
 from tokenworks.zoo import bits_per_byte, retrieval_probe
 
 
@@ -29,14 +28,10 @@ def main(argv=None) -> None:
     ap.add_argument("--probes", type=int, default=20, help="probes per distance")
     args = ap.parse_args(argv)
     tok = AutoTokenizer.from_pretrained(ZOO_DIR / ZOO[args.model]["tokenizer"])
-    config = LlamaConfig.from_pretrained(ZOO_DIR / args.model)
     texts = stdlib_corpus().texts("validation")
     scored = []
     for folder in args.candidates:
-        model = LlamaForCausalLM(config)
-        model.load_state_dict(load_file(folder / args.model / "model.safetensors"), strict=False)
-        model.tie_weights()
-        model.float().eval()
+        model = load_weights(args.model, folder / args.model / "model.safetensors", tok).eval()
         probes = {d: retrieval_probe(model, tok, texts, d, n_probes=args.probes, seed=1)["accuracy"]
                   for d in (1000, 1900)}
         bpb = bits_per_byte(model, tok, texts, 512)["bits_per_byte"]

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from tokenworks.corpus import load_corpus, save_corpus, stdlib_corpus
-from tokenworks.models import CONTEXT, TOKENIZERS, ZOO, ZOO_DIR
+from tokenworks.models import TOKENIZERS, ZOO, ZOO_DIR, load_weights, zoo_config
 from tokenworks.results import provenance
 from tokenworks.arith import SPLIT_SEEDS, SPLIT_SIZES, problems, split, training_text
 from tokenworks.zoo import (arith_accuracy, arith_rows, bits_per_byte, copy_probe, retrieval_probe,
@@ -86,14 +86,6 @@ def parse_overrides(items: list[str], name: str) -> dict:
     if "data" in out and out["data"] != TRAIN[name].get("data"):
         raise SystemExit(f"--set data=...: {name}'s data source is fixed by its tokenizer")
     return out
-
-
-def zoo_config(name: str, tokenizer) -> LlamaConfig:
-    arch = {k: v for k, v in ZOO[name].items() if k != "tokenizer"}
-    return LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=CONTEXT,
-                       rope_theta=10000.0, tie_word_embeddings=True, bos_token_id=None,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
-                       **arch)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -165,16 +157,14 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
     bar = tqdm(total=total, desc=name, file=sys.stdout, mininterval=10)
     options = dict(retrieval_rate=spec["retrieval_rate"], repeat_rate=spec.get("repeat_rate", 0.0))
     for k, (seq_len, batch, n_steps) in enumerate(stages):
-        if arith:
-            rows = arith_rows(tokenizer, seq_len, rng, held_out)
-            batches = (torch.tensor([next(rows) for _ in range(batch)]) for _ in iter(int, 1))
-        elif workers:
+        if workers and not arith:
             loader = torch.utils.data.DataLoader(
                 Rows(ids_by_doc, texts, tokenizer, seq_len, f"{name}/{k}", **options),
                 batch_size=batch, num_workers=workers, pin_memory=True, prefetch_factor=8)
             batches = iter(loader)
         else:
-            rows = training_rows(ids_by_doc, texts, tokenizer, seq_len, rng, **options)
+            rows = (arith_rows(tokenizer, seq_len, rng, held_out) if arith else
+                    training_rows(ids_by_doc, texts, tokenizer, seq_len, rng, **options))
             batches = (torch.tensor([next(rows) for _ in range(batch)]) for _ in iter(int, 1))
         stage_end = sum(n for _, _, n in stages[:k + 1])
         while step < stage_end:
@@ -287,15 +277,8 @@ def install(name: str, folder: Path, corpus, device: torch.device) -> dict:
     saved again with this machine's pinned transformers beside the zoo tokenizer, and the
     card's measurements are re-taken here (``reevaluate``), so the card's numbers are the
     ones the tests re-check on this machine; training facts and provenance stay as written."""
-    from safetensors.torch import load_file
-
     tokenizer = AutoTokenizer.from_pretrained(ZOO_DIR / ZOO[name]["tokenizer"])
-    model = LlamaForCausalLM(zoo_config(name, tokenizer))
-    missing, unexpected = model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
-    if unexpected or set(missing) - {"lm_head.weight"}:
-        raise ValueError(f"{folder} does not hold a {name} checkpoint: missing {missing}, "
-                         f"unexpected {unexpected}")
-    model.tie_weights()
+    model = load_weights(name, folder / "model.safetensors", tokenizer)
     out = ZOO_DIR / name
     model.to(torch.float16).save_pretrained(out)
     if not (out / "tokenizer.json").exists():
