@@ -5,22 +5,30 @@ and Model Ensembles*, ICLR 2025 (arXiv 2410.09303), the Byte-Token Representatio
 
 Definitions (bytes ``x``, token sequences ``t``; ``bytes(t)`` their concatenated bytes):
 
-* ``t`` is *valid* when the tokenizer itself produces it: ``encode(bytes(t)) == t``. A model
-  trained on tokenized text only ever sees valid sequences, so the token-level distribution
-  used here is the model's, renormalised over the valid next tokens (and EOS) at each step;
-  everything below is exact with respect to that distribution.
-* The *cover* of ``x``: valid ``t`` with ``bytes(t[:-1])`` a proper prefix of ``x`` and ``x`` a
-  prefix of ``bytes(t)``. Every generation whose bytes start with ``x`` starts with exactly one
-  cover element, so ``P(x) = sum_{t in cover(x)} P(t)`` (the lemma, eq. 3 of the paper).
+* ``t`` is *valid* when the tokenizer itself produces it: ``encode(bytes(t)) == t``; a
+  *valid prefix* when it starts some valid sequence (GPT-2's regex splits a trailing run of
+  whitespace differently once a non-space follows, so a valid prefix need not be valid). A
+  model trained on tokenized text only ever sees valid sequences, so the token-level
+  distribution used here is the model's, renormalised at each step over the next tokens
+  that keep a valid prefix, and EOS where the sequence so far is valid; everything below is
+  exact with respect to that distribution.
+* The *cover* of ``x``: valid prefixes ``t`` with ``bytes(t[:-1])`` a proper prefix of ``x``
+  and ``x`` a prefix of ``bytes(t)``. Every generation whose bytes start with ``x`` starts
+  with exactly one cover element, so ``P(x) = sum_{t in cover(x)} P(t)`` (the lemma, eq. 3
+  of the paper).
 * Next byte (eq. 5): ``P(x b) / P(x)``, where ``P(x b)`` takes the cover elements that
-  overhang ``x`` with next byte ``b`` (*pass*) and, for every valid ``u`` with
-  ``bytes(u) == x`` exactly, ``P(u)`` times the mass of the valid next tokens starting with
-  ``b`` (*branch*); the end of text is ``P(u) P(EOS | u)``.
+  overhang ``x`` with next byte ``b`` (*pass*) and, for every cover element ``u`` with
+  ``bytes(u) == x`` exactly, ``P(u)`` times the mass of its next tokens starting with ``b``
+  (*branch*); the end of text is ``P(u) P(EOS | u)``.
 
-Deviations and limits: validity of ``t + (s,)`` re-encodes only the last pre-token chunk
+Deviations and limits: the check of ``t + (s,)`` re-encodes only the last pre-token chunk
 of ``t`` and ``s`` (GPT-2's split regex; other byte-level tokenizers re-encode everything),
-but it is still checked for every vocabulary entry at every new prefix; every model call is
-a full forward of ``EOS + t`` (memoised per prefix), no KV-cache reuse yet; a sequence whose
+but it is still made for every vocabulary entry at every new prefix (one batched call of
+the Rust tokenizer); a valid prefix ending in whitespace is recognised by appending one of
+``PROBES``, which covers every non-space that does not merge with a preceding space; keys and values of ``EOS + context + head`` (the canonical tokens
+before the last pre-token chunk, shared by every cover element) are cached, so a model
+call runs only the few tokens after the head, and a byte step never re-runs the prefix
+(``calls`` counts model calls, ``positions`` the token positions they run); a sequence whose
 bytes end inside a multi-byte UTF-8 character cannot be re-encoded and counts as invalid,
 so a character that the tokenizer splits across tokens gets probability 0 wherever it
 occurs (characters held by single tokens, and all ASCII, are exact). Probabilities stay in
@@ -33,8 +41,10 @@ import json
 import math
 
 import torch
+from transformers import DynamicCache
 
 END = 256  # index of the end-of-text event in a next-byte distribution
+PROBES = ("a", "0", "#", "(")  # non-space characters that end a run of whitespace
 
 
 def byte_decoder() -> dict[str, int]:
@@ -56,8 +66,10 @@ class ByteLM:
     def __init__(self, model, tokenizer):
         spec = json.loads(tokenizer.backend_tokenizer.to_str())
         if (spec.get("decoder") or {}).get("type") != "ByteLevel":
-            raise ValueError("ByteLM needs a byte-level BPE tokenizer (GPT-2 style: a ByteLevel "
-                             f"decoder); {type(tokenizer).__name__} has decoder "
+            raise ValueError("ByteLM supports byte-level BPE tokenizers only (a ByteLevel "
+                             "decoder: GPT-2, Llama-3, Qwen and the zoo's); SentencePiece, "
+                             "WordPiece and byte-fallback tokenizers are not supported, and "
+                             f"{type(tokenizer).__name__} has decoder "
                              f"{(spec.get('decoder') or {}).get('type')!r}")
         self.model, self.tokenizer = model, tokenizer
         self.eos = tokenizer.eos_token_id
@@ -70,6 +82,7 @@ class ByteLM:
         first = torch.tensor([b[0] for b in self.token_bytes.values()])
         ids = torch.tensor(list(self.token_bytes))
         self._by_first_byte = {b: ids[first == b] for b in first.unique().tolist()}  # byte -> ids
+        self._starting_with = {b: v.tolist() for b, v in self._by_first_byte.items()}
         self.device = next(model.parameters()).device
         pre = spec.get("pre_tokenizer") or {}
         # the tail check below relies on GPT-2's split regex (chunks never look behind, and
@@ -80,6 +93,9 @@ class ByteLM:
         self._last_chunk = functools.lru_cache(maxsize=None)(self._last_chunk_uncached)
         self._logits: dict[tuple, torch.Tensor] = {}  # raw, per (context, token prefix)
         self._logp: dict[tuple, torch.Tensor] = {}  # renormalised over valid next tokens
+        self._cached: tuple[int, ...] = ()  # model input whose keys and values self._kv holds
+        self._kv = DynamicCache()
+        self.calls = self.positions = 0  # model calls and token positions run (cost)
 
     # --- token level ---------------------------------------------------------------------
 
@@ -116,20 +132,8 @@ class ByteLM:
         return len(tokens), b""
 
     def valid_next(self, tokens: tuple[int, ...], s: int) -> bool:
-        """Is ``tokens + (s,)`` valid, given that ``tokens`` is? With GPT-2's pre-tokenizer
-        only the last chunk can change, so only it and ``s`` are re-encoded (the paper's
-        incremental check); other byte-level tokenizers re-encode everything."""
-        if not self._tail_check:
-            return self._valid(tokens + (s,))
-        last = self._last_chunk(tokens)
-        if last is None:
-            return False
-        j, tail = last
-        try:
-            text = (tail + self.token_bytes[s]).decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-        return self._encode(text) == tokens[j:] + (s,)
+        """Is ``tokens + (s,)`` a prefix of a valid sequence, given that ``tokens`` is?"""
+        return bool(self.valid_next_ids(tokens, [s]))
 
     @torch.no_grad()
     def next_token_logprobs(self, tokens: tuple[int, ...], context: tuple[int, ...] = ()) -> torch.Tensor:
@@ -139,21 +143,83 @@ class ByteLM:
         key = (context, tokens)
         if key not in self._logp:
             if key not in self._logits:
-                x = torch.tensor([[self.eos, *context, *tokens]], device=self.device)
-                logits = self.model(x).logits[0, len(context):].double().cpu()  # [len(tokens) + 1, V]
-                # the forward gives every prefix's logits; keep the last ones, which the cover
-                # search asks for next (older ones cost a new forward if ever needed)
-                for k in range(max(0, len(tokens) - 32), len(tokens) + 1):
-                    self._logits.setdefault((context, tokens[:k]), logits[k])
+                seq = (self.eos, *context, *tokens)
+                done = self._cached if seq[:len(self._cached)] == self._cached and \
+                    len(seq) > len(self._cached) else ()
+                logits = self._run(seq[len(done):], done)  # [len(seq) - len(done), V]
+                # the call gives the logits of every prefix it ran; keep the last ones, which
+                # the cover search asks for next (older ones cost a new call if ever needed)
+                first = len(done) - len(context)  # token-prefix length of logits row 0
+                for k in range(max(0, first, len(tokens) - 32), len(tokens) + 1):
+                    self._logits.setdefault((context, tokens[:k]), logits[k - first])
             self._logp[key] = self._renormalise(tokens, self._logits.pop(key))
         return self._logp[key]
 
+    def _run(self, new: tuple[int, ...], done: tuple[int, ...]) -> torch.Tensor:
+        """Logits [len(new), V] (float64, CPU) of ``done + new`` at the positions of ``new``;
+        ``done`` is ``()`` or the cached input, whose cache is left as it was."""
+        self.calls, self.positions = self.calls + 1, self.positions + len(new)
+        x = torch.tensor([new], device=self.device)
+        if not done:
+            return self.model(x).logits[0].double().cpu()
+        out = self.model(x, past_key_values=self._kv, use_cache=True).logits[0].double().cpu()
+        self._kv.crop(-len(new))  # transformers 5: the number of tokens to remove
+        return out
+
+    def _cache_input(self, ids: tuple[int, ...]) -> None:
+        """Hold the keys and values of ``ids[:-1]``: every later call whose input starts with
+        ``ids`` runs only the rest. Memos of sequences that do not start with ``ids`` go."""
+        keep = ids[:-1]
+        if keep == self._cached:
+            return
+        if keep[:len(self._cached)] != self._cached:
+            self._kv, self._cached = DynamicCache(), ()
+        if len(keep) > len(self._cached):
+            self.calls, self.positions = self.calls + 1, self.positions + len(keep) - len(self._cached)
+            x = torch.tensor([keep[len(self._cached):]], device=self.device)
+            self.model(x, past_key_values=self._kv, use_cache=True)
+        self._cached = keep
+        start = ids[1:]  # context + head, as a prefix of (context + tokens)
+        for memo in (self._logits, self._logp):
+            for key in [k for k in memo if (k[0] + k[1])[:len(start)] != start]:
+                del memo[key]
+
     def _renormalise(self, tokens: tuple[int, ...], logits: torch.Tensor) -> torch.Tensor:
         mask = torch.zeros_like(logits, dtype=torch.bool)
-        mask[self.eos] = True
-        for s in self.token_bytes:
-            mask[s] = self.valid_next(tokens, s)
+        mask[self.eos] = self._valid(tokens)  # the text may end only on a valid sequence
+        mask[self.valid_next_ids(tokens)] = True
         return torch.log_softmax(logits.masked_fill(~mask, -math.inf), -1)
+
+    def valid_next_ids(self, tokens: tuple[int, ...], candidates=None) -> list[int]:
+        """Every ``s`` (of ``candidates``, default the vocabulary) with ``tokens + (s,)`` a
+        prefix of a valid sequence, given that ``tokens`` is. With GPT-2's pre-tokenizer only
+        the last chunk can change, so only it and ``s`` are re-encoded (the paper's incremental
+        check; other byte-level tokenizers re-encode everything), in one batched call of the
+        Rust tokenizer. A prefix need not be valid itself: a run of whitespace splits
+        differently once a non-space follows (``x\\n\\n`` is ``x|\\n\\n``, ``x\\n\\n#`` is
+        ``x|\\n|\\n|#``), so a candidate that ends in whitespace also passes when it is a prefix
+        of the encoding with one of ``PROBES`` appended."""
+        last = self._last_chunk(tokens) if self._tail_check else (0, self._bytes(tokens))
+        if last is None:
+            return []
+        j, tail = last
+        ids, texts = [], []
+        for s in self.token_bytes if candidates is None else candidates:
+            try:
+                texts.append((tail + self.token_bytes[s]).decode("utf-8"))
+                ids.append(s)
+            except UnicodeDecodeError:
+                pass
+        encode = self.tokenizer.backend_tokenizer.encode_batch
+        want = list(tokens[j:])
+        ok = {s for s, e in zip(ids, encode(texts, add_special_tokens=False)) if e.ids == want + [s]}
+        redo = [(s, t) for s, t in zip(ids, texts) if s not in ok and t[-1:].isspace()]
+        if redo:
+            probed = encode([t + p for _, t in redo for p in PROBES], add_special_tokens=False)
+            for k, (s, _) in enumerate(redo):
+                if any(e.ids[:len(want) + 1] == want + [s] for e in probed[k * len(PROBES):(k + 1) * len(PROBES)]):
+                    ok.add(s)
+        return [s for s in ids if s in ok]
 
     def sequence_logprob(self, tokens: tuple[int, ...], context: tuple[int, ...] = (),
                          start: int = 0) -> float:
@@ -164,8 +230,8 @@ class ByteLM:
     # --- byte level ------------------------------------------------------------------------
 
     def _head(self, x: bytes) -> tuple[tuple[int, ...], int]:
-        """The canonical tokens of ``x`` up to the start of its last pre-token chunk, and that
-        start. Appending bytes changes only the last chunk (GPT-2's regex), so every cover
+        """The canonical tokens of ``x`` before its last pre-token chunk, and where that chunk
+        starts. Appending bytes changes only the last chunk (GPT-2's regex), so every cover
         element of ``x`` begins with these tokens: the cover search starts after them."""
         if not self._tail_check or not x:
             return (), 0
@@ -178,31 +244,40 @@ class ByteLM:
                 k -= 1
         else:
             return (), 0
-        start = self._last_chunk_start(text)
-        return self._encode(x[:start].decode("utf-8")), start
+        start, head, at = self._last_chunk_start(text), [], 0
+        # the tokens of the whole text before that start (tokens never cross a chunk); not
+        # encode(x[:start]), which can split a trailing run of whitespace differently
+        for t in self._encode(text):
+            if at >= start:
+                break
+            head.append(t)
+            at += len(self.token_bytes[t])
+        return tuple(head), start
 
     def exact_encodings(self, prefix: bytes) -> list[tuple[int, ...]]:
         """Every valid token sequence whose bytes are exactly ``prefix``."""
-        return [t for t, overhang in self._paths(prefix) if not overhang]
+        return [t for t, last in self._paths(prefix) if last is None and self._valid(t)]
 
     def cover(self, prefix: bytes) -> list[tuple[int, ...]]:
         """The cover of ``prefix`` (see the module docstring); ``[()]`` for empty bytes."""
         return [t for t, _ in self._paths(prefix)] if prefix else [()]
 
     def _paths(self, x: bytes, head: tuple[tuple[int, ...], int] | None = None):
-        """(t, overhangs) for valid t with bytes(t[:-1]) a proper prefix of x and x a prefix
-        of bytes(t): t either ends exactly at len(x) or its last token runs past it. The
+        """(t, last) for valid t with bytes(t[:-1]) a proper prefix of x and x a prefix of
+        bytes(t): t either ends exactly at len(x) (``last`` is None) or its last token, which
+        starts at byte ``last`` of x, runs past it. The
         search starts after ``head`` (``_head(x)`` unless given)."""
         out, stack = [], [head or self._head(x)]
         while stack:
             t, at = stack.pop()
             if at == len(x):
-                out.append((t, False))
+                out.append((t, None))
                 continue
             rest = x[at:]
-            for s, b in self.token_bytes.items():
+            for s in self._starting_with.get(rest[0], ()):
+                b = self.token_bytes[s]
                 if b.startswith(rest) and len(b) > len(rest) and self.valid_next(t, s):
-                    out.append((t + (s,), True))
+                    out.append((t + (s,), at))
                 elif rest.startswith(b) and self.valid_next(t, s):
                     stack.append((t + (s,), at + len(b)))
         return out
@@ -224,16 +299,17 @@ class ByteLM:
         context = tuple(context)
         head = self._head(prefix)
         n, start = len(prefix), len(head[0])
-        covers = self._paths(prefix, head) if prefix else [((), False)]
+        self._cache_input((self.eos, *context, *head[0]))
+        covers = self._paths(prefix, head) if prefix else [((), None)]
         if not covers:
             raise ValueError(f"no valid tokenization covers {prefix!r} (a character the tokenizer "
                              "splits across tokens? see the module docstring)")
         terms: list[list[torch.Tensor]] = [[] for _ in range(257)]  # log-masses per next byte
         scores = [torch.tensor(self.sequence_logprob(t, context, start), dtype=torch.float64)
                   for t, _ in covers]
-        for (t, overhang), logp in zip(covers, scores):
-            if overhang:  # pass: the last token already fixes the next byte
-                terms[self._bytes(t)[n]].append(logp[None])
+        for (t, last), logp in zip(covers, scores):
+            if last is not None:  # pass: the last token already fixes the next byte
+                terms[self.token_bytes[t[-1]][n - last]].append(logp[None])
                 continue
             nxt = self.next_token_logprobs(t, context)  # branch: next tokens by first byte
             for b, members in self._by_first_byte.items():
@@ -247,26 +323,69 @@ class ByteLM:
         return out - total  # sums to 1 exactly when pass + branch account for P(x)
 
     def generate(self, prompt: bytes | str, max_new_bytes: int = 64, temperature: float = 0.0,
-                 generator: torch.Generator | None = None) -> bytes:
-        """Decode byte by byte from the exact next-byte distribution: greedy at temperature 0,
-        else sampled at ``temperature`` with ``generator``. Stops at the end of text or after
-        ``max_new_bytes``; returns the new bytes (possibly ending inside a character)."""
-        if isinstance(prompt, str):
-            prompt = prompt.encode("utf-8")
-        if not isinstance(prompt, bytes):
-            raise TypeError(f"prompt must be bytes or str, got {type(prompt).__name__}")
-        if temperature < 0 or (temperature > 0 and generator is None):
-            raise ValueError("temperature must be >= 0, and sampling (temperature > 0) needs "
-                             "generator=torch.Generator().manual_seed(...)")
-        out = b""
-        for _ in range(max_new_bytes):
-            logp = self.next_byte_logprobs(prompt + out)
-            if temperature == 0:
-                b = int(logp.argmax())
-            else:
-                b = int(torch.multinomial(torch.softmax(logp / temperature, 0).float(), 1,
-                                          generator=generator))
-            if b == END:
-                break
-            out += bytes([b])
-        return out
+                 generator: torch.Generator | None = None, context: tuple[int, ...] = ()) -> bytes:
+        """Byte-level decoding from the exact next-byte distribution given ``context`` tokens
+        (see ``decode_bytes``); returns the new bytes."""
+        return decode_bytes(lambda x: self.next_byte_logprobs(x, context), prompt, max_new_bytes,
+                            temperature, generator)
+
+
+class ByteEnsemble:
+    """Models with different tokenizers averaged in byte space (the paper's ensemble, §1.5 of
+    the notes): P(b | x) = sum_i w_i P_i(b | x), each member exact as in ``ByteLM``."""
+
+    def __init__(self, members: list[ByteLM], weights: list[float] | None = None):
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two ByteLM members, got {len(members)}")
+        weights = weights or [1.0] * len(members)
+        if len(weights) != len(members) or min(weights) <= 0:
+            raise ValueError(f"weights must be {len(members)} positive numbers, got {weights}")
+        shared = set.intersection(*(set(m._by_first_byte) for m in members))
+        if not shared:
+            raise ValueError("the members' vocabularies share no byte a token can start with, so "
+                             "their byte distributions have disjoint support; ensemble models "
+                             "whose tokenizers cover the same bytes")
+        self.members = members
+        self.log_weights = torch.tensor(weights, dtype=torch.float64).log() - math.log(sum(weights))
+
+    def next_byte_logprobs(self, prefix: bytes | str, contexts: list[tuple[int, ...]] | None = None):
+        """log of the weighted mean of the members' next-byte distributions. ``contexts``:
+        one token context per member (their own ids, e.g. FIM sentinels). [257]"""
+        contexts = contexts or [()] * len(self.members)
+        if len(contexts) != len(self.members):
+            raise ValueError(f"give one context per member ({len(self.members)}), got {len(contexts)}")
+        parts = [m.next_byte_logprobs(prefix, c) for m, c in zip(self.members, contexts)]
+        return torch.logsumexp(torch.stack(parts) + self.log_weights[:, None], 0)
+
+    def generate(self, prompt: bytes | str, max_new_bytes: int = 64, temperature: float = 0.0,
+                 generator: torch.Generator | None = None,
+                 contexts: list[tuple[int, ...]] | None = None) -> bytes:
+        return decode_bytes(lambda x: self.next_byte_logprobs(x, contexts), prompt, max_new_bytes,
+                            temperature, generator)
+
+
+def decode_bytes(next_byte_logprobs, prompt: bytes | str, max_new_bytes: int = 64,
+                 temperature: float = 0.0, generator: torch.Generator | None = None) -> bytes:
+    """Decode byte by byte from ``next_byte_logprobs(bytes) -> [257]``: greedy at temperature
+    0, else sampled at ``temperature`` (applied to log-probabilities) with ``generator``. Stops
+    at the end of text or after ``max_new_bytes``; returns the new bytes (possibly ending
+    inside a character)."""
+    if isinstance(prompt, str):
+        prompt = prompt.encode("utf-8")
+    if not isinstance(prompt, bytes):
+        raise TypeError(f"prompt must be bytes or str, got {type(prompt).__name__}")
+    if temperature < 0 or (temperature > 0 and generator is None):
+        raise ValueError("temperature must be >= 0, and sampling (temperature > 0) needs "
+                         "generator=torch.Generator().manual_seed(...)")
+    out = b""
+    for _ in range(max_new_bytes):
+        logp = next_byte_logprobs(prompt + out)
+        if temperature == 0:
+            b = int(logp.argmax())
+        else:
+            b = int(torch.multinomial(torch.softmax(logp / temperature, 0).float(), 1,
+                                      generator=generator))
+        if b == END:
+            break
+        out += bytes([b])
+    return out

@@ -16,7 +16,8 @@ from tokenworks.results import REPO, figure_path
 FIGURES = {"tensorbleu": {"speedup": plots.tensorbleu_speedup},
            "token_recycling": {"speedup": plots.speculative_speedup, "accepted": plots.speculative_accepted},
            "lookahead": {"speedup": plots.speculative_speedup, "accepted": plots.speculative_accepted},
-           "cntp": {"accuracy_cost": plots.cntp_accuracy_cost}}
+           "cntp": {"accuracy_cost": plots.cntp_accuracy_cost},
+           "byte_level_probs": {"fim": plots.byte_level_fim}}
 PUBLISHED = "full"  # the configuration the README and figures/ report
 RETRIEVAL_TARGET = 0.9  # issue 2: what tw-code must retrieve with the full cache
 

@@ -110,3 +110,28 @@ def test_a_token_context_equals_the_same_bytes_as_a_head():
         conditioned = lm.next_byte_logprobs(tail, context=context)
         assert torch.allclose(whole.exp(), conditioned.exp(), atol=1e-12)
     assert lm._head(b"import os\nde") == (context, len(head))
+
+
+@pytest.mark.parametrize("prefix", [b"x\n\n#", b"a = 1\n\n\n    de", b"if x:\n        \n    y"])
+def test_head_is_the_canonical_tokens_before_the_last_chunk(prefix):
+    """Runs of whitespace split differently at the end of a string ("\\n\\n" alone is one
+    chunk, before "#" two): the head must come from the whole prefix's encoding."""
+    lm = byte_lm()
+    head, start = lm._head(prefix)
+    assert lm._bytes(head) == prefix[:start]
+    assert lm._encode(prefix.decode())[:len(head)] == head
+    assert math.isclose(float(lm.next_byte_logprobs(prefix).exp().sum()), 1.0, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("y", [b"x\n\n#", b"a\n\nb", b"f(x)\n\n\ny"])
+def test_text_after_blank_lines_has_probability(y):
+    """"x\\n\\n" alone is x|\\n\\n but "x\\n\\n#" is x|\\n|\\n|#: the model must be allowed to
+    reach the second through a prefix that is not valid on its own (it was -inf before)."""
+    lm = byte_lm()
+    chain = sum(float(lm.next_byte_logprobs(y[:i])[y[i]]) for i in range(len(y)))
+    chain += float(lm.next_byte_logprobs(y)[END])
+    encodings = _all_valid_tokenizations(lm, y)
+    assert encodings and sorted(encodings) == sorted(lm.exact_encodings(y))
+    brute = [lm.sequence_logprob(t) + float(lm.next_token_logprobs(t)[lm.eos]) for t in encodings]
+    assert math.isfinite(chain)
+    assert chain == pytest.approx(float(torch.logsumexp(torch.tensor(brute), 0)), abs=1e-6)

@@ -1,0 +1,282 @@
+"""The byte-level probability experiments (notebooks/byte_level_probs.ipynb); the method is
+in ``tokenworks.bytelevel``.
+
+1. Fill-in-the-middle with prompts that end inside a token (the paper's random-span
+   infilling, on held-out stdlib functions): token-level greedy decoding, token healing and
+   byte-level greedy decoding, in PSM and SPM formats (the zoo's FIM formats: ``tokenworks.zoo``).
+   In SPM the prefix and the middle form one tokenized segment, so a prefix cut inside a token
+   ends on a token the model never saw there; in PSM the middle starts a fresh segment after
+   the middle sentinel, so PSM is the control.
+2. Bits per byte of one model, another with a different tokenizer, and their byte-level
+   ensemble, by the byte chain rule.
+3. The genlm-bytes peer (Vieira et al. 2025) on the same model and bytes.
+"""
+from __future__ import annotations
+
+import ast
+import asyncio
+import copy
+import math
+import random
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+from tqdm import tqdm
+from transformers import DynamicCache
+
+from tokenworks.bytelevel import END, ByteEnsemble, ByteLM
+from tokenworks.cntp import bootstrap
+from tokenworks.zoo import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
+FORMATS = ("psm", "spm")
+METHODS = ("token", "healing", "byte", "ensemble")
+
+
+def functions(text: str, min_bytes: int = 150, max_bytes: int = 1000) -> list[str]:
+    """Every function (methods included) of ``text``, dedented, ASCII, between ``min_bytes``
+    and ``max_bytes`` long, that compiles on its own; in file order."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return []
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            src = textwrap.dedent(ast.get_source_segment(text, node, padded=True) or "") + "\n"
+            if src.isascii() and min_bytes <= len(src) <= max_bytes and compiles(src):
+                out.append(src)
+    return out
+
+
+def compiles(source: str) -> bool:
+    try:
+        compile(source, "<fim>", "exec")
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+def fim_items(texts: list[str], tokenizer, n: int, seed: int = 0,
+              span: tuple[int, int] = (4, 40)) -> list[dict]:
+    """``n`` random-span infilling items: a function with a span of ``span`` bytes removed
+    from its body (after the ``def`` line), both ends strictly inside a token of the
+    function's canonical encoding, the middle holding some non-space character."""
+    if n < 1 or not 1 <= span[0] <= span[1]:
+        raise ValueError(f"need n >= 1 and 1 <= span[0] <= span[1], got n={n}, span={span}")
+    rng = random.Random(seed)
+    order = rng.sample(range(len(texts)), len(texts))  # files in random order, read lazily
+    pool = (src for f in order for src in _shuffled(functions(texts[f]), rng))
+    items = []
+    for src in pool:
+        enc = tokenizer(src, add_special_tokens=False, return_offsets_mapping=True)
+        ends = {end for _, end in enc["offset_mapping"]}  # token boundaries (ASCII: bytes)
+        body = src.index("\n") + 1
+        for _ in range(20):
+            length = rng.randint(*span)
+            if body + 1 >= len(src) - length - 1:
+                break
+            a = rng.randint(body + 1, len(src) - length - 1)
+            b = a + length
+            if a not in ends and b not in ends and src[a:b].strip():
+                items.append({"prefix": src[:a], "middle": src[a:b], "suffix": src[b:]})
+                break
+        if len(items) == n:
+            return items
+    raise ValueError(f"only {len(items)} of {n} items found in {len(texts)} files; "
+                     "give more text or ask for fewer")
+
+
+def _shuffled(xs: list, rng: random.Random) -> list:
+    return rng.sample(xs, len(xs))
+
+
+def fim_prompt(tokenizer, item: dict, fmt: str,
+               sentinels: tuple[str, str, str] = (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)):
+    """(token context, byte prompt): PSM ``<pre> prefix <suf> suffix <mid>`` with an empty
+    byte prompt; SPM ``<pre> <suf> suffix <mid>`` with the prefix as the byte prompt (it and
+    the middle form one segment, as in training: ``tokenworks.zoo.fim_text``)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown FIM format {fmt!r}; choose one of {FORMATS}")
+    ids = [tokenizer.convert_tokens_to_ids(s) for s in sentinels]
+    if any(i is None or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError(f"the tokenizer lacks a FIM sentinel of {sentinels}; pass "
+                         "sentinels=(prefix, suffix, middle) token names for this model")
+    pre, suf, mid = ids
+    enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    if fmt == "psm":
+        return (pre, *enc(item["prefix"]), suf, *enc(item["suffix"]), mid), b""
+    return (pre, suf, *enc(item["suffix"]), mid), item["prefix"].encode()
+
+
+def fill(method: str, item: dict, fmt: str, lms: list[ByteLM]) -> dict:
+    """Fill ``item``'s middle with ``method`` in ``fmt``; ``lms[0]`` decodes, all of them for
+    ``ensemble``. Small models rarely end a middle by themselves, so decoding stops after as
+    many bytes as the true middle has (oracle length; ``ended``: the method ended it first).
+    Returns the middle, its scores and its cost (model calls, seconds)."""
+    lm, max_new_bytes = lms[0], len(item["middle"].encode())
+    context, prompt = fim_prompt(lm.tokenizer, item, fmt)
+    start, calls = time.perf_counter(), lm.calls
+    if method in ("token", "healing"):
+        middle, calls = _token_fill(lm, context, prompt, heal=method == "healing",
+                                    max_new_bytes=max_new_bytes)
+    elif method == "byte":
+        middle = lm.generate(prompt, max_new_bytes, context=context)
+        calls = lm.calls - calls
+    elif method == "ensemble":
+        contexts = [context] + [fim_prompt(m.tokenizer, item, fmt)[0] for m in lms[1:]]
+        before = sum(m.calls for m in lms)
+        middle = ByteEnsemble(lms).generate(prompt, max_new_bytes, contexts=contexts)
+        calls = sum(m.calls for m in lms) - before
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    text = middle.decode("utf-8", errors="replace")
+    return {"middle": text, "exact": text == item["middle"], "ended": len(middle) < max_new_bytes,
+            "edit_similarity": edit_similarity(text, item["middle"]),
+            "compiles": compiles(item["prefix"] + text + item["suffix"]),
+            "bytes": len(middle), "calls": calls, "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def _token_fill(lm: ByteLM, context: tuple, prompt: bytes, heal: bool, max_new_bytes: int):
+    """Token-level greedy middle of at most ``max_new_bytes`` (bytes, model calls). ``heal``:
+    token healing as in Guidance and ``transformers``' ``token_healing``: drop the prompt's
+    last token and constrain the first new token to start with its bytes."""
+    ids = [lm.eos, *context, *lm.tokenizer(prompt.decode(), add_special_tokens=False)["input_ids"]]
+    removed = lm.token_bytes[ids.pop()] if heal and prompt else b""
+    allowed = [s for s, b in lm.token_bytes.items() if b.startswith(removed)] if removed else None
+    cache, x, out, calls = DynamicCache(), ids, b"", 0
+    while len(out) < len(removed) + max_new_bytes:
+        logits = lm.model(torch.tensor([x], device=lm.device), past_key_values=cache,
+                          use_cache=True).logits[0, -1]
+        calls += 1
+        token = allowed[int(logits[allowed].argmax())] if allowed else int(logits.argmax())
+        if token == lm.eos:
+            break
+        out, x, allowed = out + lm.token_bytes.get(token, b""), [token], None
+    return out[len(removed):len(removed) + max_new_bytes], calls
+
+
+def edit_similarity(a: str, b: str) -> float:
+    """1 - Levenshtein distance / the longer length (1.0 for two empty strings)."""
+    if not a and not b:
+        return 1.0
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return 1 - row[-1] / max(len(a), len(b))
+
+
+def run_fim(items: list[dict], lms: list[ByteLM], plan: dict[str, tuple[str, ...]],
+            desc: str = "fim") -> list[dict]:
+    """Every item under every (format, method) of ``plan`` ({format: methods})."""
+    rows = []
+    for i, item in enumerate(tqdm(items, desc=desc, mininterval=10)):
+        for fmt, methods in plan.items():
+            for method in methods:
+                rows.append({"item": i, "format": fmt, "method": method,
+                             **fill(method, item, fmt, lms)})
+    return rows
+
+
+def summarize_fim(rows: list[dict]) -> list[dict]:
+    """Per (format, method): mean exact match, edit similarity (95% bootstrap interval),
+    compile rate, how often the method ended the middle itself, model calls and seconds per
+    generated byte."""
+    out = []
+    for key in dict.fromkeys((r["format"], r["method"]) for r in rows):
+        rs = [r for r in rows if (r["format"], r["method"]) == key]
+        edit = [r["edit_similarity"] for r in rs]
+        n_bytes = max(1, sum(r["bytes"] for r in rs))
+        low, high = bootstrap(edit)
+        out.append({"format": key[0], "method": key[1], "n": len(rs),
+                    "exact": sum(r["exact"] for r in rs) / len(rs),
+                    "edit_similarity": sum(edit) / len(rs), "edit_low": low, "edit_high": high,
+                    "compiles": sum(r["compiles"] for r in rs) / len(rs),
+                    "ended": sum(r["ended"] for r in rs) / len(rs),
+                    "calls_per_byte": sum(r["calls"] for r in rs) / n_bytes,
+                    "seconds_per_byte": sum(r["seconds"] for r in rs) / n_bytes})
+    return out
+
+
+def fim_difference(rows: list[dict], a: tuple[str, str], b: tuple[str, str]) -> dict:
+    """Paired mean difference of edit similarity, (format, method) ``a`` minus ``b``, with a
+    95% bootstrap interval over items."""
+    pick = lambda k: [r["edit_similarity"] for r in sorted(rows, key=lambda r: r["item"])  # noqa: E731
+                      if (r["format"], r["method"]) == k]
+    x, y = pick(a), pick(b)
+    low, high = bootstrap(x, y)
+    return {"mean": (sum(x) - sum(y)) / len(x), "ci_low": low, "ci_high": high}
+
+
+def byte_logprobs(next_byte_logprobs, data: bytes, desc: str = "bytes") -> list[float]:
+    """log P(data[i] | data[:i]) for every byte, from ``next_byte_logprobs(prefix) -> [257]``."""
+    return [float(next_byte_logprobs(data[:i])[data[i]])
+            for i in tqdm(range(len(data)), desc=desc, mininterval=10, leave=False)]
+
+
+def snippets(texts: list[str], n: int, n_bytes: int, seed: int = 0) -> list[bytes]:
+    """``n`` ASCII windows of ``n_bytes`` bytes, each starting at a line start of a file."""
+    rng, out = random.Random(seed), []
+    files = [t for t in texts if t.isascii() and len(t) > 2 * n_bytes]
+    for _ in range(50 * n):
+        text = rng.choice(files)
+        at = text.rfind("\n", 0, rng.randint(0, len(text) - n_bytes)) + 1
+        out.append(text[at:at + n_bytes].encode())
+        if len(out) == n:
+            return out
+    raise ValueError(f"found {len(out)} of {n} snippets of {n_bytes} bytes")
+
+
+def bits_per_byte(logps: list[float]) -> float:
+    return -sum(logps) / len(logps) / math.log(2)
+
+
+# --- the genlm-bytes peer -------------------------------------------------------------------
+
+def genlm_next_byte_logprobs(model, tokenizer, data: bytes, K: int = 5) -> tuple[list[torch.Tensor], float]:
+    """genlm-bytes' next-byte distributions [257] before each byte of ``data`` and after it,
+    teacher-forced through its beam of width ``K`` (no pruning threshold, healing off, EOS
+    as the end of text); and the seconds taken."""
+    from genlm.backend.llm import AsyncTransformer
+    from genlm.bytes import BeamParams, ByteBeamState
+
+    tokenizer = copy.deepcopy(tokenizer)
+    if tokenizer.bos_token_id is None:  # genlm starts from BOS; the zoo starts from EOS
+        tokenizer.bos_token = tokenizer.eos_token
+    llm = AsyncTransformer(model, tokenizer)
+    params = BeamParams(K=K, heal=False, eos_byte_strings=[tokenizer.eos_token.encode()])
+
+    async def walk():
+        state, out = await ByteBeamState.initial(llm, params), []
+        for i in range(len(data) + 1):
+            ps = torch.tensor((await state.logp_next()).ps, dtype=torch.float64)  # [258]
+            out.append(torch.cat([ps[:256], ps[257:]]))  # drop EOT; EOS is the end of text
+            if i < len(data):
+                state = await (state.prune() << data[i])
+        return out
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(1) as pool:  # its own event loop: Jupyter's is already running
+        out = pool.submit(asyncio.run, walk()).result()
+    return out, time.perf_counter() - start
+
+
+def compare_with_genlm(lm: ByteLM, data: bytes, K: int = 5) -> dict:
+    """Per-byte agreement of ours and genlm-bytes' distributions along ``data``: total
+    variation, argmax agreement, bits per byte of ``data`` under each, and seconds per byte."""
+    start = time.perf_counter()
+    ours = [lm.next_byte_logprobs(data[:i]) for i in range(len(data) + 1)]
+    ours_s = time.perf_counter() - start
+    theirs, theirs_s = genlm_next_byte_logprobs(lm.model, lm.tokenizer, data, K)
+    tv = [0.5 * float((a.exp() - b.exp()).abs().sum()) for a, b in zip(ours, theirs)]
+    n = len(data) + 1
+    return {"K": K, "bytes": len(data), "mean_tv": sum(tv) / n, "max_tv": max(tv),
+            "argmax_agree": sum(int(a.argmax()) == int(b.argmax()) for a, b in zip(ours, theirs)) / n,
+            "bpb_ours": bits_per_byte([float(o[b]) for o, b in zip(ours, data)]),
+            "bpb_genlm": bits_per_byte([float(t[b]) for t, b in zip(theirs, data)]),
+            "end_ours": float(ours[-1][END].exp()), "end_genlm": float(theirs[-1][END].exp()),
+            "s_per_byte_ours": ours_s / n, "s_per_byte_genlm": theirs_s / n}
