@@ -44,8 +44,10 @@ def provenance() -> dict:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     # TOKENWORKS_COMMIT names the commit where the tree was copied without .git (a GPU lease)
+    changed = _git("diff", "--name-only", "HEAD").splitlines()  # tracked files changed since HEAD
+    # dirty_files says what differed: a smoke run rewrites its notebook's outputs before a full run
     return {"commit": _git("rev-parse", "HEAD") or os.environ.get("TOKENWORKS_COMMIT"),
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            "dirty": bool(changed), "dirty_files": changed,
             "device": device_name(), "python": platform.python_version(),
             "packages": versions, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 

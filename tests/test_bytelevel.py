@@ -46,15 +46,22 @@ def _all_valid_tokenizations(lm, y: bytes):
     return out
 
 
-@pytest.mark.parametrize("y", [b"def f", b"a = b", b"if x:"])
-def test_chain_rule_equals_the_sum_over_tokenizations(y):
+def _check_chain_rule(y: bytes):
+    """The byte chain rule (with the end of text) equals the brute-force sum over every valid
+    tokenization of y of P(t) P(EOS | t)."""
     lm = byte_lm()
     chain = sum(float(lm.next_byte_logprobs(y[:i])[y[i]]) for i in range(len(y)))
     chain += float(lm.next_byte_logprobs(y)[END])
     encodings = _all_valid_tokenizations(lm, y)
     assert encodings and sorted(encodings) == sorted(lm.exact_encodings(y))
     brute = [lm.sequence_logprob(t) + float(lm.next_token_logprobs(t)[lm.eos]) for t in encodings]
+    assert math.isfinite(chain)
     assert chain == pytest.approx(float(torch.logsumexp(torch.tensor(brute), 0)), abs=1e-6)
+
+
+@pytest.mark.parametrize("y", [b"def f", b"a = b", b"if x:"])
+def test_chain_rule_equals_the_sum_over_tokenizations(y):
+    _check_chain_rule(y)
 
 
 def test_prefix_probability_is_the_cover_sum_and_mid_token_prefixes_work():
@@ -127,11 +134,4 @@ def test_head_is_the_canonical_tokens_before_the_last_chunk(prefix):
 def test_text_after_blank_lines_has_probability(y):
     """"x\\n\\n" alone is x|\\n\\n but "x\\n\\n#" is x|\\n|\\n|#: the model must be allowed to
     reach the second through a prefix that is not valid on its own (it was -inf before)."""
-    lm = byte_lm()
-    chain = sum(float(lm.next_byte_logprobs(y[:i])[y[i]]) for i in range(len(y)))
-    chain += float(lm.next_byte_logprobs(y)[END])
-    encodings = _all_valid_tokenizations(lm, y)
-    assert encodings and sorted(encodings) == sorted(lm.exact_encodings(y))
-    brute = [lm.sequence_logprob(t) + float(lm.next_token_logprobs(t)[lm.eos]) for t in encodings]
-    assert math.isfinite(chain)
-    assert chain == pytest.approx(float(torch.logsumexp(torch.tensor(brute), 0)), abs=1e-6)
+    _check_chain_rule(y)
