@@ -1,0 +1,88 @@
+"""KV-cache compression harness: a press compresses the cache while a context is prefilled,
+then a continuation is scored against the compressed cache (issue 3; work in progress).
+
+Presses follow kvpress's interface (NVIDIA, Apache-2.0, https://github.com/NVIDIA/kvpress):
+``with press(model): model(ids, past_key_values=cache)`` compresses every attention layer's
+cache in a forward hook during prefill. kvpress's own presses (SnapKV, StreamingLLM, H2O as
+``ObservedAttentionPress``, TOVA, PyramidKV, AdaKV, Knorm, ...) are the baselines.
+
+kvpress 0.5.5 declares ``transformers<5.3``; we pin 5.23 and install it with ``--no-deps``
+(``requirements-nodeps.txt``). Its hooks read the attention layers' ``cache_position``
+keyword, which transformers stopped passing in 5.x: ``press_on`` supplies it from the cache
+length, and ``tests/test_kvcache.py`` checks that kvpress's presses then keep what they say.
+After compression the cache is shorter than the text, so the continuation must be given its
+true positions (``position_ids``), as kvpress's pipeline does: without them RoPE would place
+it right after the kept entries.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import DynamicCache
+
+
+def attention_layers(model) -> list:
+    """The attention modules a press hooks (``model.model.layers[i].self_attn``)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not layers or not all(hasattr(layer, "self_attn") for layer in layers):
+        raise ValueError(f"a press can't hook {type(model).__name__}'s attention: kvpress needs "
+                         "model.model.layers[i].self_attn (Llama, Mistral, Qwen, Gemma, Phi-3 "
+                         "style decoder-only models)")
+    return [layer.self_attn for layer in layers]
+
+
+def _cache_position(module, args, kwargs):
+    cache, hidden = kwargs.get("past_key_values"), kwargs.get("hidden_states")
+    if "cache_position" not in kwargs and cache is not None and hidden is not None:
+        start = cache.get_seq_length(module.layer_idx)
+        kwargs["cache_position"] = torch.arange(start, start + hidden.shape[1], device=hidden.device)
+    return args, kwargs
+
+
+@contextlib.contextmanager
+def press_on(model, press):
+    """``press(model)`` with the ``cache_position`` keyword kvpress expects; ``None``: the
+    full cache. Checks the compression ratio and that the attention can be hooked first."""
+    if press is None:
+        yield
+        return
+    ratio = getattr(press, "compression_ratio", 0.0)
+    if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        raise ValueError(f"compression_ratio must be in [0, 1) (the fraction of the cache "
+                         f"removed), got {ratio!r}")
+    hooks = [m.register_forward_pre_hook(_cache_position, with_kwargs=True)
+             for m in attention_layers(model)]
+    try:
+        with press(model):
+            yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def kv_bytes(cache: DynamicCache) -> int:
+    """Bytes of keys and values the cache holds, over all layers."""
+    return sum(t.numel() * t.element_size() for layer in cache.layers
+               for t in (layer.keys, layer.values) if t is not None)
+
+
+@torch.no_grad()
+def continuation_nll(model, context: list[int], target: list[int], press=None) -> tuple[torch.Tensor, int]:
+    """Prefill ``context`` under ``press``, then score ``target`` (teacher forcing, one
+    forward, at its true positions). Returns the negative log-likelihood of every target
+    token [len(target)] (float64) and the KV bytes held after compression."""
+    if not context or not target:
+        raise ValueError("context and target must both hold at least one token")
+    device = next(model.parameters()).device
+    cache = DynamicCache()
+    with press_on(model, press):
+        first = model(torch.tensor([context], device=device), past_key_values=cache).logits[0, -1]
+    held = kv_bytes(cache)
+    logits = [first[None]]
+    if len(target) > 1:
+        positions = torch.arange(len(context), len(context) + len(target) - 1, device=device)[None]
+        logits.append(model(torch.tensor([target[:-1]], device=device), past_key_values=cache,
+                            position_ids=positions).logits[0])
+    logp = torch.log_softmax(torch.cat(logits).double(), -1)
+    return -logp.gather(1, torch.tensor(target, device=device)[:, None])[:, 0].cpu(), held
