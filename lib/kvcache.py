@@ -17,6 +17,7 @@ it right after the kept entries.
 from __future__ import annotations
 
 import contextlib
+import random
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,8 @@ from kvpress.presses.base_press import BasePress
 from tqdm import tqdm
 from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import rotate_half
+
+from tokenworks.zoo import filler_lines
 
 
 def attention_layers(model) -> list:
@@ -90,6 +93,49 @@ def continuation_nll(model, context: list[int], target: list[int], press=None) -
                             position_ids=positions).logits[0])
     logp = torch.log_softmax(torch.cat(logits).double(), -1)
     return -logp.gather(1, torch.tensor(target, device=device)[:, None])[:, 0].cpu(), held
+
+
+@torch.no_grad()
+def greedy_after(model, context: list[int], question: list[int], press=None,
+                 max_new_tokens: int = 8) -> list[int]:
+    """Prefill ``context`` under ``press`` (compressed), then feed ``question`` uncompressed
+    and decode greedily, all at true positions (kvpress's pipeline). Returns the new ids."""
+    if not context or not question:
+        raise ValueError("context and question must both hold at least one token")
+    device = next(model.parameters()).device
+    cache = DynamicCache()
+    with press_on(model, press):
+        model(torch.tensor([context], device=device), past_key_values=cache)
+    feed, at, out = question, len(context), []
+    for _ in range(max_new_tokens):
+        positions = torch.arange(at, at + len(feed), device=device)[None]
+        logits = model(torch.tensor([feed], device=device), past_key_values=cache,
+                       position_ids=positions).logits[0, -1]
+        at += len(feed)
+        feed = [int(logits.argmax())]
+        out += feed
+    return out
+
+
+def needle_items(texts: list[str], tokenizer, context_tokens: int, depths: list[float],
+                 n: int, seed: int = 0) -> list[dict]:
+    """Needle in a haystack on code: ``KEY_<k> = '<6 digits>'`` at fraction ``depth`` of
+    about ``context_tokens`` tokens of held-out code (the zoo's retrieval-probe format);
+    the question ``assert KEY_<k> == '`` follows the context; the answer is the digits and
+    the quote. ``n`` items per depth; ``ids`` start with EOS, as the zoo was trained."""
+    if not all(0 <= d <= 1 for d in depths) or n < 1 or context_tokens < 32:
+        raise ValueError(f"need depths in [0, 1], n >= 1 and context_tokens >= 32; got "
+                         f"{depths}, {n}, {context_tokens}")
+    rng, items = random.Random(seed), []
+    for depth in depths:
+        for _ in range(n):
+            key, value = rng.randrange(100), f"{rng.randrange(10**6):06d}"
+            lines = filler_lines(texts, tokenizer, context_tokens - 16, rng)
+            lines.insert(round(depth * len(lines)), f"KEY_{key} = '{value}'")
+            context = [tokenizer.eos_token_id] + tokenizer("\n".join(lines) + "\n")["input_ids"]
+            items.append({"depth": depth, "context": context, "answer": f"{value}'",
+                          "question": tokenizer(f"assert KEY_{key} == '")["input_ids"]})
+    return items
 
 
 # --- StreamingLLM (Xiao et al., ICLR 2024, arXiv 2309.17453) -------------------------------

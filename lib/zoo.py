@@ -230,6 +230,24 @@ def bits_per_byte(model, tokenizer, texts: list[str], seq_len: int, max_bytes: i
             "tokens": n_tokens, "bytes": n_bytes}
 
 
+def filler_lines(texts: list[str], tokenizer, n_tokens: int, rng: random.Random) -> list[str]:
+    """Whole lines of held-out code, from a random place, as many as stay within ``n_tokens``
+    tokens (tokenized together, as the model sees them; found by bisection)."""
+    lines: list[str] = []
+    while len(lines) < 4 * (n_tokens + 10):
+        lines += texts[rng.randrange(len(texts))].splitlines()
+    start = rng.randrange(len(lines))
+    lines = lines[start:] + lines[:start]
+    lo, hi = 0, len(lines)  # more than `n_tokens` tokens in all
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tokenizer("\n".join(lines[:mid]))["input_ids"]) <= n_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lines[:lo]
+
+
 def retrieval_probe(model, tokenizer, texts: list[str], distance: int, n_probes: int = 20,
                     distractors: int = 3, seed: int = 0) -> dict:
     """Retrieve a constant defined about ``distance`` tokens before the end of the context.
@@ -247,21 +265,7 @@ def retrieval_probe(model, tokenizer, texts: list[str], distance: int, n_probes:
         values = [f"{rng.randrange(10**6):06d}" for _ in keys]
         target = f"KEY_{keys[0]} = '{values[0]}'\n"
         query = f"assert KEY_{keys[0]} == '"
-        # filler lines after the definition: as many whole lines as stay under `distance`
-        # tokens (tokenized together, as the model sees them), found by bisection
-        lines: list[str] = []
-        while len(lines) < 4 * distance:
-            lines += texts[rng.randrange(len(texts))].splitlines()
-        start = rng.randrange(len(lines))
-        lines = lines[start:] + lines[:start]
-        lo, hi = 0, len(lines)  # more than `distance` tokens in all
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if len(tokenizer("\n".join(lines[:mid]))["input_ids"]) <= distance - 10:
-                lo = mid
-            else:
-                hi = mid - 1
-        after = lines[:lo]
+        after = filler_lines(texts, tokenizer, distance - 10, rng)  # after the definition
         for k, v in zip(keys[1:], values[1:]):
             after.insert(rng.randrange(len(after) + 1), f"KEY_{k} = '{v}'")
         prompt = target + "\n".join(after) + "\n" + query

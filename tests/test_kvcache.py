@@ -7,7 +7,8 @@ from kvpress import KnormPress, SnapKVPress, StreamingLLMPress
 from transformers import DynamicCache
 
 from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
-from tokenworks.kvcache import attention_layers, continuation_nll, press_on, rerotate, stream_nll
+from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, needle_items, press_on,
+                                 rerotate, stream_nll)
 from tokenworks.models import load
 
 
@@ -130,3 +131,30 @@ def test_streaming_cache_stays_within_its_budget_and_keeps_the_sinks():
     assert not torch.allclose(nll_sink[16:], nll_window[16:])
     with pytest.raises(ValueError, match="window >= 1"):
         stream_nll(model, stream, n_sink=4, window=0)
+
+
+def test_greedy_after_a_full_cache_is_plain_greedy():
+    model, _ = micro()
+    context, question = ids(30, seed=7), ids(4, seed=8)
+    ours = greedy_after(model, context, question, press=None, max_new_tokens=6)
+    x = torch.tensor([context + question])
+    plain = model.generate(x, max_new_tokens=6, do_sample=False, pad_token_id=0)[0, x.shape[1]:].tolist()
+    assert ours == plain
+
+
+def test_needle_items_put_the_needle_at_its_depth():
+    _, tok = micro()
+    from tokenworks.corpus import stdlib_corpus
+    texts = stdlib_corpus().texts("test")
+    items = needle_items(texts, tok, 300, [0.0, 0.5, 1.0], n=2, seed=1)
+    assert items == needle_items(texts, tok, 300, [0.0, 0.5, 1.0], n=2, seed=1)
+    for it in items:
+        text = tok.decode(it["context"][1:])
+        key = tok.decode(it["question"]).split()[1]
+        needle = f"{key} = '{it['answer']}"
+        lines = text.splitlines()
+        at = lines.index(needle)
+        assert abs(at / len(lines) - it["depth"]) < 0.1
+        assert 250 <= len(it["context"]) <= 300 and it["context"][0] == tok.eos_token_id
+    with pytest.raises(ValueError, match="depths"):
+        needle_items(texts, tok, 300, [1.5], n=1)
