@@ -28,6 +28,7 @@ from transformers import DynamicCache
 
 from tokenworks.bytelevel import END, ByteEnsemble, ByteLM
 from tokenworks.cntp import bootstrap
+from tokenworks.corpus import function_nodes
 from tokenworks.zoo import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 FORMATS = ("psm", "spm")
@@ -37,16 +38,11 @@ METHODS = ("token", "healing", "byte", "ensemble")
 def functions(text: str, min_bytes: int = 150, max_bytes: int = 1000) -> list[str]:
     """Every function (methods included) of ``text``, dedented, ASCII, between ``min_bytes``
     and ``max_bytes`` long, that compiles on its own; in file order."""
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        return []
     out = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            src = textwrap.dedent(ast.get_source_segment(text, node, padded=True) or "") + "\n"
-            if src.isascii() and min_bytes <= len(src) <= max_bytes and compiles(src):
-                out.append(src)
+    for node in function_nodes(text):
+        src = textwrap.dedent(ast.get_source_segment(text, node, padded=True) or "") + "\n"
+        if src.isascii() and min_bytes <= len(src) <= max_bytes and compiles(src):
+            out.append(src)
     return out
 
 

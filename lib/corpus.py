@@ -8,6 +8,7 @@ pinned by the corpus hash).
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import sys
@@ -70,3 +71,13 @@ def load_corpus(path: str | Path) -> Corpus:
     data = json.loads(Path(path).read_text())
     files = {s: [tuple(item) for item in data["files"][s]] for s in SPLITS}
     return Corpus(files, data["sha256"], data["python"])
+
+
+def function_nodes(text: str) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """Every function and method definition of a Python source, in ``ast.walk`` order (none
+    if it does not parse)."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return []
+    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]

@@ -16,18 +16,16 @@ import ast
 import random
 import re
 
+from tokenworks.corpus import function_nodes
+
 CATEGORIES = ("function", "continuation", "copy_edit", "docstring")
 
 
 def _functions(text: str):
     """(start line, body start line, end line, name, docstring?) of every function, 0-based."""
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        return []
     found = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+    for node in function_nodes(text):
+        if node.body:
             start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
             has_doc = ast.get_docstring(node) is not None
             body = node.body[1] if has_doc and len(node.body) > 1 else node.body[0]
