@@ -60,6 +60,15 @@ def byte_decoder() -> dict[str, int]:
     return chars
 
 
+def as_bytes(x: bytes | str, name: str) -> bytes:
+    """``x`` as bytes (a str is UTF-8 encoded); anything else is a clear error."""
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    if not isinstance(x, bytes):
+        raise TypeError(f"{name} must be bytes or str, got {type(x).__name__}")
+    return x
+
+
 class ByteLM:
     """``next_byte_logprobs(prefix)``: 257 log-probabilities (bytes 0-255, then the end)."""
 
@@ -265,8 +274,8 @@ class ByteLM:
     def _paths(self, x: bytes, head: tuple[tuple[int, ...], int] | None = None):
         """(t, last) for valid t with bytes(t[:-1]) a proper prefix of x and x a prefix of
         bytes(t): t either ends exactly at len(x) (``last`` is None) or its last token, which
-        starts at byte ``last`` of x, runs past it. The
-        search starts after ``head`` (``_head(x)`` unless given)."""
+        starts at byte ``last`` of x, runs past it. The search starts after ``head``
+        (``_head(x)`` unless given); each node checks its candidates in one batch."""
         out, stack = [], [head or self._head(x)]
         while stack:
             t, at = stack.pop()
@@ -274,12 +283,13 @@ class ByteLM:
                 out.append((t, None))
                 continue
             rest = x[at:]
-            for s in self._starting_with.get(rest[0], ()):
-                b = self.token_bytes[s]
-                if b.startswith(rest) and len(b) > len(rest) and self.valid_next(t, s):
-                    out.append((t + (s,), at))
-                elif rest.startswith(b) and self.valid_next(t, s):
-                    stack.append((t + (s,), at + len(b)))
+            over = [s for s in self._starting_with.get(rest[0], ())
+                    if len(self.token_bytes[s]) > len(rest) and self.token_bytes[s].startswith(rest)]
+            inside = [s for s in self._starting_with.get(rest[0], ())
+                      if len(self.token_bytes[s]) <= len(rest) and rest.startswith(self.token_bytes[s])]
+            ok = set(self.valid_next_ids(t, over + inside)) if over or inside else set()
+            out += [(t + (s,), at) for s in over if s in ok]
+            stack += [(t + (s,), at + len(self.token_bytes[s])) for s in inside if s in ok]
         return out
 
     def prefix_logprob(self, prefix: bytes, context: tuple[int, ...] = ()) -> float:
@@ -292,10 +302,7 @@ class ByteLM:
 
         Every cover element starts with the same head tokens (``_head``), whose probability
         cancels in P(x b) / P(x): only the tokens after the head are scored. [257]"""
-        if isinstance(prefix, str):
-            prefix = prefix.encode("utf-8")
-        if not isinstance(prefix, bytes):
-            raise TypeError(f"prefix must be bytes or str, got {type(prefix).__name__}")
+        prefix = as_bytes(prefix, "prefix")
         context = tuple(context)
         head = self._head(prefix)
         n, start = len(prefix), len(head[0])
@@ -370,10 +377,7 @@ def decode_bytes(next_byte_logprobs, prompt: bytes | str, max_new_bytes: int = 6
     0, else sampled at ``temperature`` (applied to log-probabilities) with ``generator``. Stops
     at the end of text or after ``max_new_bytes``; returns the new bytes (possibly ending
     inside a character)."""
-    if isinstance(prompt, str):
-        prompt = prompt.encode("utf-8")
-    if not isinstance(prompt, bytes):
-        raise TypeError(f"prompt must be bytes or str, got {type(prompt).__name__}")
+    prompt = as_bytes(prompt, "prompt")
     if temperature < 0 or (temperature > 0 and generator is None):
         raise ValueError("temperature must be >= 0, and sampling (temperature > 0) needs "
                          "generator=torch.Generator().manual_seed(...)")

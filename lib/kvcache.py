@@ -68,6 +68,14 @@ def press_on(model, press):
             hook.remove()
 
 
+def _prefill(model, context: list[int], press) -> tuple[DynamicCache, torch.Tensor]:
+    """The cache of ``context`` compressed by ``press``, and the logits after it [V]."""
+    cache = DynamicCache()
+    with press_on(model, press):
+        x = torch.tensor([context], device=next(model.parameters()).device)
+        return cache, model(x, past_key_values=cache).logits[0, -1]
+
+
 def kv_bytes(cache: DynamicCache) -> int:
     """Bytes of keys and values the cache holds, over all layers."""
     return sum(t.numel() * t.element_size() for layer in cache.layers
@@ -82,9 +90,7 @@ def continuation_nll(model, context: list[int], target: list[int], press=None) -
     if not context or not target:
         raise ValueError("context and target must both hold at least one token")
     device = next(model.parameters()).device
-    cache = DynamicCache()
-    with press_on(model, press):
-        first = model(torch.tensor([context], device=device), past_key_values=cache).logits[0, -1]
+    cache, first = _prefill(model, context, press)
     held = kv_bytes(cache)
     logits = [first[None]]
     if len(target) > 1:
@@ -103,9 +109,7 @@ def greedy_after(model, context: list[int], question: list[int], press=None,
     if not context or not question:
         raise ValueError("context and question must both hold at least one token")
     device = next(model.parameters()).device
-    cache = DynamicCache()
-    with press_on(model, press):
-        model(torch.tensor([context], device=device), past_key_values=cache)
+    cache, _ = _prefill(model, context, press)
     feed, at, out = question, len(context), []
     for _ in range(max_new_tokens):
         positions = torch.arange(at, at + len(feed), device=device)[None]

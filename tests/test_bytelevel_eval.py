@@ -21,7 +21,7 @@ def micro():
 
 
 @functools.cache
-def test_texts():
+def held_out_texts():
     return stdlib_corpus().texts("test")
 
 
@@ -77,8 +77,8 @@ def test_sampling_is_deterministic_under_a_seed():
 
 def test_fim_items_cut_inside_tokens():
     tok = micro()[1]
-    items = ev.fim_items(test_texts(), tok, 8, seed=1, span=(3, 20))
-    assert items == ev.fim_items(test_texts(), tok, 8, seed=1, span=(3, 20))
+    items = ev.fim_items(held_out_texts(), tok, 8, seed=1, span=(3, 20))
+    assert items == ev.fim_items(held_out_texts(), tok, 8, seed=1, span=(3, 20))
     for it in items:
         src = it["prefix"] + it["middle"] + it["suffix"]
         ends = {e for _, e in tok(src, return_offsets_mapping=True)["offset_mapping"]}

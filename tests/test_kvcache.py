@@ -6,6 +6,7 @@ import torch
 from kvpress import KnormPress, SnapKVPress, StreamingLLMPress
 from transformers import DynamicCache
 
+from tokenworks.corpus import stdlib_corpus
 from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
 from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, needle_items, press_on,
                                  rerotate, stream_nll)
@@ -144,7 +145,6 @@ def test_greedy_after_a_full_cache_is_plain_greedy():
 
 def test_needle_items_put_the_needle_at_its_depth():
     _, tok = micro()
-    from tokenworks.corpus import stdlib_corpus
     texts = stdlib_corpus().texts("test")
     items = needle_items(texts, tok, 300, [0.0, 0.5, 1.0], n=2, seed=1)
     assert items == needle_items(texts, tok, 300, [0.0, 0.5, 1.0], n=2, seed=1)
