@@ -71,9 +71,10 @@ _NAME_STEMS = ["KEY", "VALUE", "TOKEN", "SECRET", "CONST", "ID", "CODE", "PORT",
                "LIMIT", "FLAG", "SEED", "HASH", "SERIAL", "PIN", "REF", "TAG", "ZONE"]
 
 
-def random_constant(rng: random.Random) -> tuple[str, str]:
-    """A fresh (name, value) pair such as ``('PORT_41', '80213')``."""
-    name = f"{rng.choice(_NAME_STEMS)}_{rng.randrange(100)}"
+def random_constant(rng: random.Random, stem: str | None = None) -> tuple[str, str]:
+    """A fresh (name, value) pair such as ``('PORT_41', '80213')``; ``stem`` fixes the name's
+    stem (``PORT``), leaving the numeric suffix to tell constants apart."""
+    name = f"{stem or rng.choice(_NAME_STEMS)}_{rng.randrange(100)}"
     kind = rng.random()
     if kind < 0.6:
         value = "".join(rng.choice("0123456789") for _ in range(rng.randint(4, 8)))
@@ -89,19 +90,27 @@ _USES = ["assert {n} == '{v}'", "self.assertEqual({n}, '{v}')", "if {n} != '{v}'
 
 
 def with_constants(lines: list[str], n_constants: int, rng: random.Random,
-                   long_range: float = 0.5) -> list[str]:
+                   long_range: float = 0.5, early: float = 0.0, same_stem: float = 0.0
+                   ) -> list[str]:
     """Insert ``n_constants`` definitions ``NAME = 'value'`` into the first 60% of ``lines``
     and one or two later uses of each (``assert NAME == 'value'`` and similar); a use falls
-    in the last tenth of the lines with probability ``long_range``, else anywhere after."""
+    in the last tenth of the lines with probability ``long_range``, else anywhere after.
+
+    With probability ``early`` a definition goes in the first 5% of the lines instead, so that
+    with a last-tenth use it spans nearly the whole row; with probability ``same_stem`` all the
+    row's constants share one stem (``KEY_3``, ``KEY_71``), as in ``retrieval_probe``."""
     out = list(lines)
     inserts: list[tuple[int, int, str]] = []  # (line index, order, text)
     names = set()
+    # (no draws for options that are off: older rows stay as they were)
+    stem = rng.choice(_NAME_STEMS) if same_stem and rng.random() < same_stem else None
     for k in range(n_constants):
-        name, value = random_constant(rng)
+        name, value = random_constant(rng, stem)
         if name in names:
             continue
         names.add(name)
-        at = rng.randrange(max(1, int(0.6 * len(lines))))
+        head = 0.05 if early and rng.random() < early else 0.6
+        at = rng.randrange(max(1, int(head * len(lines))))
         inserts.append((at, 0, f"{name} = '{value}'"))
         for _ in range(rng.randint(1, 2)):
             # half of the uses go to the last tenth of the row: long-range retrieval
@@ -136,13 +145,14 @@ CONSTANT_LINE_TOKENS = 16  # tokens a definition or use line of with_constants t
 
 def training_rows(ids_by_doc: list[list[int]], texts: list[str], tokenizer, seq_len: int,
                   rng: random.Random, fim_rate: float = 0.5, retrieval_rate: float = 0.25,
-                  repeat_rate: float = 0.0):
+                  repeat_rate: float = 0.0, early: float = 0.0, same_stem: float = 0.0):
     """Endless iterator of ``seq_len + 1`` token rows.
 
     Plain rows are documents (FIM-transformed with probability ``fim_rate``) packed end to
     end with EOS, and with probability ``repeat_rate`` given repeated spans
     (``repeat_spans``); retrieval rows (probability ``retrieval_rate``) are concatenated
-    documents with synthetic constants (``with_constants``).
+    documents with synthetic constants (``with_constants``, given ``early`` and
+    ``same_stem``).
     """
     eos = tokenizer.eos_token_id
     buffer: list[int] = []
@@ -159,7 +169,7 @@ def training_rows(ids_by_doc: list[list[int]], texts: list[str], tokenizer, seq_
                     if budget < 0 and keep:
                         break
                     keep.append(line)
-            text = "\n".join(with_constants(keep, n_constants, rng))
+            text = "\n".join(with_constants(keep, n_constants, rng, early=early, same_stem=same_stem))
             row = tokenizer(text)["input_ids"][: seq_len + 1]
             row += [eos] * (seq_len + 1 - len(row))
             yield row

@@ -67,8 +67,8 @@ def get_tokenizer(folder: str, corpus, rebuild: bool):
     return AutoTokenizer.from_pretrained(path)
 
 
-SPEC_KEYS = {"stages", "lr", "warmup", "retrieval_rate", "repeat_rate", "data", "target_accuracy",
-             "eval_every"}
+SPEC_KEYS = {"stages", "lr", "warmup", "retrieval_rate", "repeat_rate", "early", "same_stem", "data",
+             "target_accuracy", "eval_every"}
 
 
 def parse_overrides(items: list[str], name: str) -> dict:
@@ -155,7 +155,8 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
     val_texts = [training_text(p) for p in split("validation")] if arith else corpus.texts("validation")
     val_rows = fixed_rows(val_texts, tokenizer, max(s for s, _, _ in stages), 8)
     bar = tqdm(total=total, desc=name, file=sys.stdout, mininterval=10)
-    options = dict(retrieval_rate=spec["retrieval_rate"], repeat_rate=spec.get("repeat_rate", 0.0))
+    options = dict(retrieval_rate=spec["retrieval_rate"], repeat_rate=spec.get("repeat_rate", 0.0),
+                   early=spec.get("early", 0.0), same_stem=spec.get("same_stem", 0.0))
     for k, (seq_len, batch, n_steps) in enumerate(stages):
         if workers and not arith:
             loader = torch.utils.data.DataLoader(
@@ -222,6 +223,9 @@ def train(name: str, corpus, tokenizer, device: torch.device, resume: bool, scal
                       precision="bf16 autocast" if device.type == "cuda" else "fp32",
                       fim="none" if arith else "SantaCoder-style, 50% of documents, PSM/SPM 50/50",
                       curriculum=" ".join(c for c, on in [(CURRICULUM, spec["retrieval_rate"]),
+                                                          (LONG_RANGE.format(spec.get("early", 0),
+                                                                             spec.get("same_stem", 0)),
+                                                           spec.get("early") or spec.get("same_stem")),
                                                           (REPETITION.format(spec.get("repeat_rate", 0)),
                                                            spec.get("repeat_rate"))]
                                           if on) or "none",
@@ -245,6 +249,8 @@ CURRICULUM = ("retrieval rows: concatenated training files with 1-8 synthetic co
               "in the first 60% of lines, each used 1-2 times later, half of the uses in the last "
               "tenth of the row (assert ==, assertEqual, if !=, print comment, check()). The "
               "probes use held-out files and fresh values.")
+LONG_RANGE = ("Of the definitions, {:.0%} go in the first 5% of the row's lines instead; in "
+              "{:.0%} of the retrieval rows all constants share one name stem (KEY_3, KEY_71).")
 REPETITION = ("Span repetition: in {:.0%} of the plain rows, 1-4 spans of 8-64 of the "
               "row's own tokens are copied over later positions of the row.")
 
