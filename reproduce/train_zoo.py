@@ -42,8 +42,12 @@ TRAIN = {
                           repeat_rate=0.5, warmup=200),
     "tw-code-v2": dict(stages=[(2048, 32, 2500)], lr=3e-3, retrieval_rate=0.5, repeat_rate=0.5,
                        warmup=200),
-    "tw-code": dict(stages=[(2048, 32, 5000)], lr=3e-3, retrieval_rate=0.5, repeat_rate=0.5,
-                    warmup=200),
+    # The committed tw-code is a chain of resumed GPU runs (its card's training.previous,
+    # newest first); this is that chain as one run (about 19 min on an H100), not run as such.
+    # Its last stage at 3072 tokens is what took retrieval at ~1,900 tokens from 80% to 100%;
+    # a further stage back at 2048 lost it again.
+    "tw-code": dict(stages=[(2048, 32, 28000), (3072, 21, 10000)], lr=2e-3, retrieval_rate=0.8,
+                    repeat_rate=0.5, early=0.5, same_stem=0.5, warmup=200),
 }
 # tw-arith: trained on an endless stream of fresh problems that skips the validation and test
 # questions; training stops at the first evaluation where greedy accuracy on the validation
