@@ -29,6 +29,13 @@ from transformers.models.llama.modeling_llama import rotate_half
 from tokenworks.zoo import filler_lines
 
 
+def __getattr__(name):  # tokenworks.kvcache.token_select lives in tokenworks.tokenselect
+    if name in ("token_select", "TokenSelectState"):
+        from tokenworks import tokenselect
+        return getattr(tokenselect, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def attention_layers(model) -> list:
     """The attention modules a press hooks (``model.model.layers[i].self_attn``)."""
     layers = getattr(getattr(model, "model", None), "layers", None)
