@@ -145,6 +145,7 @@ def needle_items(texts: list[str], tokenizer, context_tokens: int, depths: list[
             lines.insert(round(depth * len(lines)), f"KEY_{key} = '{value}'")
             context = [tokenizer.eos_token_id] + tokenizer("\n".join(lines) + "\n")["input_ids"]
             items.append({"depth": depth, "context": context, "answer": f"{value}'",
+                          "context_tokens": context_tokens,
                           "question": tokenizer(f"assert KEY_{key} == '")["input_ids"]})
     return items
 
@@ -204,3 +205,69 @@ def stream_nll(model, ids: list[int], n_sink: int, window: int, desc: str = "str
                                         rerotate(model, layer.keys[:, :, n_sink + 1:], -1)], 2)
                 layer.values = torch.cat([layer.values[:, :, :n_sink], layer.values[:, :, n_sink + 1:]], 2)
     return torch.stack(out).cpu()
+
+
+# --- Running methods side by side ------------------------------------------------------------
+
+def method_press(method: dict, context_len: int):
+    """The press of a method spec for a context of ``context_len`` tokens: ``{"streaming":
+    budget, "n_sink": n}`` keeps ``budget`` entries (sinks included) with our StreamingLLM;
+    ``{"press": p}`` is any kvpress press; otherwise none (the full cache is kept)."""
+    if "streaming" in method:
+        if method["streaming"] >= context_len:
+            raise ValueError(f"a budget of {method['streaming']} entries is not smaller than the "
+                             f"{context_len}-token context: nothing would be evicted")
+        return StreamingLLMPress(compression_ratio=1 - method["streaming"] / context_len,
+                                 n_sink=method.get("n_sink", 4))
+    return method.get("press")
+
+
+@contextlib.contextmanager
+def selecting(model, method: dict):
+    """TokenSelect around the block when the spec has ``{"select": token_select kwargs}``;
+    yields its state (or None)."""
+    if not method.get("select"):
+        yield None
+        return
+    from tokenworks.tokenselect import token_select
+    with token_select(model, **method["select"]) as state:
+        yield state
+
+
+def _selection(state) -> dict:
+    """The share of the visible cache read, and of selections reused, by TokenSelect queries."""
+    if state is None:
+        return {"read": None, "reused": None}
+    looked = state.selected + state.reused
+    return {"read": state.attended / state.visible, "reused": state.reused / looked if looked else 0.0}
+
+
+def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict]) -> list[dict]:
+    """Greedy answers to ``needle_items`` under every method spec (see ``method_press``,
+    ``selecting``); one row per (item, method) with ``ok`` and, for TokenSelect, the share of
+    the visible cache that the question's and answer's queries read and of their selections
+    that were reused (``_selection``)."""
+    rows = []
+    for i, item in enumerate(tqdm(items, desc="needles", mininterval=10)):
+        n_new = len(tokenizer(item["answer"])["input_ids"]) + 1
+        for name, method in methods.items():
+            with selecting(model, method) as state:
+                out = greedy_after(model, item["context"], item["question"],
+                                   press=method_press(method, len(item["context"])), max_new_tokens=n_new)
+            rows.append({"item": i, "method": name, "context": len(item["context"]),
+                         "context_target": item.get("context_tokens"), "depth": item["depth"],
+                         "ok": tokenizer.decode(out).startswith(item["answer"]), **_selection(state)})
+    return rows
+
+
+def perplexity_rows(model, streams: list[tuple[list[int], list[int]]], methods: dict[str, dict]) -> list[dict]:
+    """NLL of each (context, target) stream's target under every method spec, with the KV
+    bytes held after the prefill and TokenSelect's ``_selection`` shares."""
+    rows = []
+    for i, (context, target) in enumerate(tqdm(streams, desc="perplexity", mininterval=10)):
+        for name, method in methods.items():
+            with selecting(model, method) as state:
+                nll, held = continuation_nll(model, context, target, press=method_press(method, len(context)))
+            rows.append({"stream": i, "method": name, "nll": nll.mean().item(), "tokens": len(target),
+                         "kv_bytes": held, **_selection(state)})
+    return rows

@@ -136,3 +136,77 @@ def byte_level_fim(record: dict):
                  fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _mean(values):
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def tokenselect_needle(record: dict):
+    """Needle accuracy over context length x depth, one heatmap per method."""
+    m = record["metrics"]
+    names = m["heatmap_methods"]
+    contexts = sorted({r["context_target"] for r in m["needles"]})
+    depths = sorted({r["depth"] for r in m["needles"]})
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.2), dpi=110, squeeze=False)
+    for ax, name in zip(axes[0], names):
+        grid = [[_mean(r["ok"] for r in m["needles"] if r["method"] == name and r["context_target"] == c
+                       and r["depth"] == d) for c in contexts] for d in depths]
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(contexts)), [str(c) for c in contexts], fontsize=8)
+        ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths], fontsize=8)
+        ax.set(xlabel="context (tokens)", title=name)
+    axes[0][0].set_ylabel("needle depth")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="retrieved")
+    fig.suptitle(f"needle in a haystack of code, {m['model']}, {record['provenance']['device']}", fontsize=9)
+    return fig
+
+
+def tokenselect_budget(record: dict):
+    """Needle accuracy and continuation NLL against the number of attended cache entries."""
+    m = record["metrics"]
+    fig, (acc, nll) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for kind, colour in (("streaming", "tab:gray"), ("tokenselect", "tab:red"), ("tokenselect_cached", "tab:orange")):
+        names = sorted((spec["budget"], n) for n, spec in m["methods"].items() if spec["kind"] == kind)
+        if not names:
+            continue
+        x = [b for b, _ in names]
+        acc.plot(x, [_mean(r["ok"] for r in m["needles"] if r["method"] == n) for _, n in names], "-o",
+                 color=colour, label=kind.replace("_", " + selection cache, "))
+        nll.plot(x, [_mean(r["nll"] for r in m["perplexity"] if r["method"] == n) for _, n in names], "-o",
+                 color=colour, label=kind.replace("_", " + selection cache, "))
+    acc.axhline(_mean(r["ok"] for r in m["needles"] if r["method"] == "full"), color="k", ls="--", label="full cache")
+    nll.axhline(_mean(r["nll"] for r in m["perplexity"] if r["method"] == "full"), color="k", ls="--", label="full cache")
+    acc.set(xscale="log", xlabel="attended cache entries per query", ylabel="needles retrieved", ylim=(-0.02, 1.02),
+            title="needle in a haystack")
+    nll.set(xscale="log", xlabel="attended cache entries per query", ylabel="mean NLL (nats/token)",
+            title=f"continuation after {m['ppl_context']} tokens")
+    acc.legend(fontsize=7)
+    fig.suptitle(f"TokenSelect vs. StreamingLLM at equal attended budgets, {m['model']}, "
+                 f"{record['provenance']['device']}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def tokenselect_attention_time(record: dict):
+    """GPU decode-attention time against context length (from the benchmark record it embeds)."""
+    gpu = record["metrics"]["kernel_gpu"]
+    rows = gpu["rows"]
+    x = [r["context"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
+    for key, label, style in (("sdpa_ms", "full decode attention (PyTorch SDPA)", "-ok"),
+                              ("kernel_full_ms", "our kernel, every token", "--s"),
+                              ("kernel_selected_ms", f"our kernel, {rows[0]['selected']} selected tokens", "-o"),
+                              ("select_ms", "selection (Q.K, softmax, vote, top-k)", ":^")):
+        ax.plot(x, [r[key] for r in rows], style, label=label)
+    ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="ms per layer and decode step",
+           title=f"one 7B-like layer (32 query / 8 KV heads, dim 128, fp16), {gpu['device']}")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(x, labels=[f"{c // 1024}k" for c in x])
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -8,8 +8,8 @@ from transformers import DynamicCache
 
 from tokenworks.corpus import stdlib_corpus
 from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
-from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, needle_items, press_on,
-                                 rerotate, stream_nll)
+from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, method_press,
+                                needle_items, perplexity_rows, press_on, rerotate, stream_nll)
 from tokenworks.models import load
 
 
@@ -158,3 +158,17 @@ def test_needle_items_put_the_needle_at_its_depth():
         assert 250 <= len(it["context"]) <= 300 and it["context"][0] == tok.eos_token_id
     with pytest.raises(ValueError, match="depths"):
         needle_items(texts, tok, 300, [1.5], n=1)
+
+
+def test_method_specs_side_by_side():
+    model, tok = micro()
+    context, target = ids(80), ids(6, seed=3)
+    methods = {"full": {}, "streaming": {"streaming": 20, "n_sink": 4},
+               "tokenselect": {"select": {"top_k": 8, "n_init": 4, "n_local": 8}}}
+    rows = {r["method"]: r for r in perplexity_rows(model, [(context, target)], methods)}
+    assert rows["full"]["nll"] == pytest.approx(continuation_nll(model, context, target)[0].mean().item())
+    assert rows["streaming"]["kv_bytes"] == rows["full"]["kv_bytes"] * 20 // 80
+    assert rows["tokenselect"]["kv_bytes"] == rows["full"]["kv_bytes"]  # selection evicts nothing
+    assert rows["tokenselect"]["read"] < 0.5 and rows["full"]["read"] is None
+    with pytest.raises(ValueError, match="not smaller than the 80-token context"):
+        method_press({"streaming": 80}, 80)
