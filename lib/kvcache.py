@@ -271,3 +271,27 @@ def perplexity_rows(model, streams: list[tuple[list[int], list[int]]], methods: 
             rows.append({"stream": i, "method": name, "nll": nll.mean().item(), "tokens": len(target),
                          "kv_bytes": held, **_selection(state)})
     return rows
+
+
+@torch.no_grad()
+def recompute_nll(model, ids: list[int], window: int, batch: int = 32) -> torch.Tensor:
+    """Sliding window with re-computation (the StreamingLLM paper's quality baseline): token
+    ``i + 1`` is predicted from a fresh forward over the last ``window`` tokens ``ids[i+1-window:
+    i+1]``, at positions ``0..window-1``, with no cache. Windows run ``batch`` at a time (the
+    same math as one at a time; time it with ``batch=1``). [len(ids) - 1] float64."""
+    if window < 1 or batch < 1:
+        raise ValueError(f"need window >= 1 and batch >= 1, got window={window}, batch={batch}")
+    device = next(model.parameters()).device
+    out = []
+    for lo in tqdm(range(0, len(ids) - 1, batch), desc="recompute", mininterval=10, leave=False):
+        ends = range(lo, min(lo + batch, len(ids) - 1))  # predict ids[e + 1] from ids[..e]
+        rows = [ids[max(0, e + 1 - window):e + 1] for e in ends]
+        width = max(map(len, rows))
+        # left-pad short rows (the first window - 1 tokens) with their own first token and mask it out
+        x = torch.tensor([[r[0]] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = model(x, attention_mask=mask, position_ids=pos).logits[:, -1]
+        targets = torch.tensor([ids[e + 1] for e in ends], device=device)
+        out.append(-torch.log_softmax(logits.double(), -1).gather(1, targets[:, None])[:, 0])
+    return torch.cat(out).cpu()

@@ -210,3 +210,39 @@ def tokenselect_attention_time(record: dict):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def streamingllm_budget(record: dict):
+    """Mean NLL after the first eviction against the cache budget: one line per sink count,
+    with sliding-window recomputation and the full (dense) cache."""
+    m = record["metrics"]
+    rows = m["budget_table"]
+    budgets = sorted({r["budget"] for r in rows})
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r["budget"], r["nll"]) for r in rows if r["method"] == method)
+        style = "--k" if method == "dense" else ":ok" if method == "recompute" else "-o"
+        ax.plot(*zip(*pts), style, label=method)
+    ax.set(xscale="log", xlabel="KV cache budget (entries)", ylabel="mean NLL after the first eviction (nats/token)",
+           title=f"{m['model']}, {m['n_streams']} streams of {m['stream_tokens']} tokens, {record['provenance']['device']}")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(budgets, labels=[str(b) for b in budgets])
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def streamingllm_stream(record: dict):
+    """NLL along one long stream (means over bins of tokens) for each method."""
+    m = record["metrics"]["long_stream"]
+    fig, ax = plt.subplots(figsize=(7.5, 4), dpi=110)
+    for method, values in m["binned_nll"].items():
+        x = [(i + 0.5) * m["bin"] for i in range(len(values))]
+        ax.plot(x, values, "--k" if method == "dense" else ":k" if method == "recompute" else "-", label=method)
+    ax.axvline(m["trained_context"], color="grey", lw=0.8)
+    ax.text(m["trained_context"], ax.get_ylim()[1], " training rows", fontsize=7, va="top")
+    ax.set(xlabel="position in the stream (tokens)", ylabel=f"mean NLL over {m['bin']}-token bins",
+           title=f"budget {m['budget']} entries, {record['metrics']['model']}, {record['provenance']['device']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -9,7 +9,8 @@ from transformers import DynamicCache
 from tokenworks.corpus import stdlib_corpus
 from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
 from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, method_press,
-                                needle_items, perplexity_rows, press_on, rerotate, stream_nll)
+                                needle_items, perplexity_rows, press_on, recompute_nll, rerotate,
+                                stream_nll)
 from tokenworks.models import load
 
 
@@ -172,3 +173,17 @@ def test_method_specs_side_by_side():
     assert rows["tokenselect"]["read"] < 0.5 and rows["full"]["read"] is None
     with pytest.raises(ValueError, match="not smaller than the 80-token context"):
         method_press({"streaming": 80}, 80)
+
+
+def test_recomputation_equals_a_fresh_forward_over_each_window():
+    model, _ = micro()
+    seq = ids(30, seed=4)
+    nll = recompute_nll(model, seq, window=8, batch=5)
+    for i in (0, 3, 7, 20, 28):  # predicting seq[i + 1] from the last 8 tokens up to seq[i]
+        ctx = seq[max(0, i - 7):i + 1]
+        logp = torch.log_softmax(model(torch.tensor([ctx])).logits[0, -1].double(), -1)
+        assert nll[i].item() == pytest.approx(-logp[seq[i + 1]].item(), abs=1e-5)
+    # a window covering everything is the plain forward
+    logp = torch.log_softmax(model(torch.tensor([seq])).logits[0].double(), -1)
+    plain = -logp[:-1].gather(1, torch.tensor(seq[1:])[:, None])[:, 0]
+    torch.testing.assert_close(recompute_nll(model, seq, window=30, batch=7), plain.detach(), atol=1e-5, rtol=0)
