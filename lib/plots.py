@@ -5,6 +5,12 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 
 
+def _log_ticks(ax, ticks, labels=None):
+    """Ticks at the measured x values of a log axis, without minor labels."""
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(ticks, labels=labels or [str(t) for t in ticks])
+
+
 def tensorbleu_speedup(record: dict):
     """Speed-up over the NLTK loop against batch size: colour per counting, line style per length."""
     rows = record["metrics"]["benchmark"]
@@ -25,8 +31,7 @@ def tensorbleu_speedup(record: dict):
     ax.axhline(1, color="grey", lw=0.8)
     ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="speed-up over the NLTK loop (x)",
            title=f"TensorBLEU, {record['provenance']['device']}")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks(batches, labels=[str(b) for b in batches])
+    _log_ticks(ax, batches)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -195,6 +200,11 @@ def tokenselect_budget(record: dict):
 def tokenselect_attention_time(record: dict):
     """GPU decode-attention time against context length (from the benchmark record it embeds)."""
     gpu = record["metrics"]["kernel_gpu"]
+    if not gpu:  # no GPU measurement yet: say so instead of drawing nothing
+        fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
+        ax.text(0.5, 0.5, "no GPU record: run reproduce/bench_tokenselect.py on a GPU", ha="center")
+        ax.set_axis_off()
+        return fig
     rows = gpu["rows"]
     x = [r["context"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
@@ -205,8 +215,7 @@ def tokenselect_attention_time(record: dict):
         ax.plot(x, [r[key] for r in rows], style, label=label)
     ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="ms per layer and decode step",
            title=f"one 7B-like layer (32 query / 8 KV heads, dim 128, fp16), {gpu['device']}")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks(x, labels=[f"{c // 1024}k" for c in x])
+    _log_ticks(ax, x, [f"{c // 1024}k" for c in x])
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -225,8 +234,7 @@ def streamingllm_budget(record: dict):
         ax.plot(*zip(*pts), style, label=method)
     ax.set(xscale="log", xlabel="KV cache budget (entries)", ylabel="mean NLL after the first eviction (nats/token)",
            title=f"{m['model']}, {m['n_streams']} streams of {m['stream_tokens']} tokens, {record['provenance']['device']}")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks(budgets, labels=[str(b) for b in budgets])
+    _log_ticks(ax, budgets)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
