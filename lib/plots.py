@@ -154,7 +154,8 @@ def tokenselect_needle(record: dict):
     names = m["heatmap_methods"]
     contexts = sorted({r["context_target"] for r in m["needles"]})
     depths = sorted({r["depth"] for r in m["needles"]})
-    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.2), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.6), dpi=110, squeeze=False,
+                             layout="constrained")
     for ax, name in zip(axes[0], names):
         grid = [[_mean(r["ok"] for r in m["needles"] if r["method"] == name and r["context_target"] == c
                        and r["depth"] == d) for c in contexts] for d in depths]
@@ -175,21 +176,25 @@ def tokenselect_budget(record: dict):
     """Needle accuracy and continuation NLL against the number of attended cache entries."""
     m = record["metrics"]
     fig, (acc, nll) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
-    for kind, colour in (("streaming", "tab:gray"), ("tokenselect", "tab:red"), ("tokenselect_cached", "tab:orange")):
+    budgets = sorted({spec["budget"] for spec in m["methods"].values() if spec["budget"]})
+    for kind, colour, label in (("streaming", "tab:gray", "StreamingLLM (evicts)"), ("tokenselect", "tab:red", "TokenSelect"),
+                                ("tokenselect_cached", "tab:orange", "TokenSelect + selection cache")):
         names = sorted((spec["budget"], n) for n, spec in m["methods"].items() if spec["kind"] == kind)
         if not names:
             continue
         x = [b for b, _ in names]
         acc.plot(x, [_mean(r["ok"] for r in m["needles"] if r["method"] == n) for _, n in names], "-o",
-                 color=colour, label=kind.replace("_", " + selection cache, "))
+                 color=colour, label=label)
         nll.plot(x, [_mean(r["nll"] for r in m["perplexity"] if r["method"] == n) for _, n in names], "-o",
-                 color=colour, label=kind.replace("_", " + selection cache, "))
+                 color=colour, label=label)
     acc.axhline(_mean(r["ok"] for r in m["needles"] if r["method"] == "full"), color="k", ls="--", label="full cache")
     nll.axhline(_mean(r["nll"] for r in m["perplexity"] if r["method"] == "full"), color="k", ls="--", label="full cache")
     acc.set(xscale="log", xlabel="attended cache entries per query", ylabel="needles retrieved", ylim=(-0.02, 1.02),
             title="needle in a haystack")
     nll.set(xscale="log", xlabel="attended cache entries per query", ylabel="mean NLL (nats/token)",
             title=f"continuation after {m['ppl_context']} tokens")
+    for a in (acc, nll):
+        _log_ticks(a, budgets)
     acc.legend(fontsize=7)
     fig.suptitle(f"TokenSelect vs. StreamingLLM at equal attended budgets, {m['model']}, "
                  f"{record['provenance']['device']}", fontsize=9)
@@ -215,6 +220,7 @@ def tokenselect_attention_time(record: dict):
         ax.plot(x, [r[key] for r in rows], style, label=label)
     ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="ms per layer and decode step",
            title=f"one 7B-like layer (32 query / 8 KV heads, dim 128, fp16), {gpu['device']}")
+    ax.title.set_fontsize(9)
     _log_ticks(ax, x, [f"{c // 1024}k" for c in x])
     ax.legend(fontsize=7)
     fig.tight_layout()
