@@ -11,11 +11,12 @@ Reference: ``tokenworks.metrics.tensorbleu._clipped_sort`` (tests/test_tensorble
 """
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
+
+from tokenworks.kernels import check_device
 
 
 @triton.jit
@@ -54,9 +55,7 @@ def clipped_counts_triton(kc: torch.Tensor, kr: torch.Tensor, block_i: int = 32,
     kc: [B, Lc] int64 candidate n-gram keys, -1 where there is no n-gram;
     kr: [B, R, Lr] int64 reference keys, -2 where there is no n-gram.
     """
-    if kc.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("Triton kernels run on a GPU, or on the CPU with TRITON_INTERPRET=1 "
-                           "set before triton is first imported")
+    check_device(kc)
     kc, kr = kc.contiguous(), kr.contiguous()
     (B, Lc), (R, Lr) = kc.shape, kr.shape[1:]
     n_blocks = triton.cdiv(Lc, block_i)

@@ -20,11 +20,12 @@ References (tests/test_tokenselect_kernel.py, reproduce/bench_tokenselect.py):
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
+
+from tokenworks.kernels import check_device
 
 
 def qk_scores_reference(q: torch.Tensor, k: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -46,12 +47,6 @@ def gathered_decode_attention_reference(q, k, v, idx: torch.Tensor, scale: float
         q.float()[:, :, None], ks.repeat_interleave(Hq // Hkv, 1), vs.repeat_interleave(Hq // Hkv, 1),
         scale=scale)
     return out[:, :, 0].to(q.dtype)
-
-
-def _check_device(x: torch.Tensor) -> None:
-    if x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("Triton kernels run on a GPU, or on the CPU with TRITON_INTERPRET=1 "
-                           "set before triton is first imported")
 
 
 def _check_heads(q: torch.Tensor, k: torch.Tensor) -> tuple[int, int]:
@@ -95,7 +90,7 @@ def _qk_scores_kernel(q_ptr, k_ptr, s_ptr, T, Hkv, G, scale,
 def qk_scores(q: torch.Tensor, k: torch.Tensor, scale: float = 1.0, block_t: int = 64) -> torch.Tensor:
     """Per-head Q.K scores. q: [B, Hq, D]; k: [B, Hkv, T, D] (any strides with contiguous rows,
     e.g. a slice of the cache) -> [B, Hq, T] fp32, query head h against KV head h // G."""
-    _check_device(q)
+    check_device(q)
     Hkv, G = _check_heads(q, k)
     B, Hq, D = q.shape
     T = k.shape[2]
@@ -188,9 +183,10 @@ def gathered_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                               scale: float | None = None, splits: int | None = None,
                               block_n: int = 32) -> torch.Tensor:
     """Decode attention over selected cache rows. q: [B, Hq, D]; k, v: [B, Hkv, T, D] (rows
-    contiguous); idx: [B, L] integer indices in [0, T) (not checked here: a caller that builds
-    them checks once), shared by all heads. Returns [B, Hq, D] in q's dtype."""
-    _check_device(q)
+    contiguous); idx: [B, L] integer indices in [0, T), shared by all heads (not checked here,
+    where it would cost a device sync per call; ``tokenworks.tokenselect`` builds them in
+    range). Returns [B, Hq, D] in q's dtype."""
+    check_device(q)
     Hkv, G = _check_heads(q, k)
     if v.shape != k.shape or v.dtype != k.dtype:
         raise ValueError(f"need v like k {tuple(k.shape)}; got {tuple(v.shape)}")

@@ -15,11 +15,12 @@ equivalent 4D mask (tests/test_tree_attention_kernel.py).
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
+
+from tokenworks.kernels import check_device
 
 
 def ancestor_bits(ancestors: torch.Tensor) -> torch.Tensor:
@@ -108,9 +109,7 @@ def tree_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bits: torc
                    scale: float | None = None, block_m: int = 16, block_n: int = 32) -> torch.Tensor:
     """Tree attention. q: [B, Hq, T, D]; k, v: [B, Hkv, L + T, D] with the tree's keys last;
     bits: [T, ceil(T / 64)] int64 from :func:`ancestor_bits`. Returns [B, Hq, T, D]."""
-    if q.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError("Triton kernels run on a GPU, or on the CPU with TRITON_INTERPRET=1 "
-                           "set before triton is first imported")
+    check_device(q)
     B, Hq, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     if Hq % Hkv:

@@ -36,6 +36,14 @@ from tokenworks.kernels.tokenselect import (gathered_decode_attention,
 NAME = "tokenselect"  # the attention implementation registered with transformers
 
 
+def soft_vote(q: torch.Tensor, keys: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Sorted indices [B, top_k] of the keys [B, Hkv, n, D] that query q [B, Hq, D] votes for:
+    per-head Q.K scores (the Triton kernel on CUDA), softmax per head, summed over heads (Eq. 6)."""
+    scores = (qk_scores if q.is_cuda else qk_scores_reference)(q, keys)  # [B, Hq, n]
+    votes = torch.softmax(scores, dim=-1).sum(1)  # [B, n]
+    return votes.topk(top_k, dim=-1).indices.sort(-1).values
+
+
 @dataclass
 class TokenSelectState:
     """Settings, the per-layer selection cache, and counters over the query rows after the
@@ -66,9 +74,7 @@ class TokenSelectState:
             self.reused += 1
         else:
             middle = keys[:, :, self.n_init:T - self.n_local]  # [B, Hkv, T - n_init - n_local, D]
-            scores = (qk_scores if q.is_cuda else qk_scores_reference)(q, middle)  # [B, Hq, n]
-            votes = torch.softmax(scores, dim=-1).sum(1)  # soft voting, Eq. 6: [B, n]
-            top = votes.topk(self.top_k, dim=-1).indices.sort(-1).values + self.n_init
+            top = soft_vote(q, middle, self.top_k) + self.n_init
             self.previous[layer] = (flat, top)
             self.selected += 1
         return torch.cat([every[:, :self.n_init], top, every[:, T - self.n_local:]], 1)

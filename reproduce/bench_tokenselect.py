@@ -31,14 +31,9 @@ import torch
 from tokenworks.kernels.tokenselect import (gathered_decode_attention,
                                             gathered_decode_attention_reference, qk_scores,
                                             qk_scores_reference)
+from tokenworks.tokenselect import soft_vote
 
 HQ, HKV, HD = 32, 8, 128
-
-
-def select(q: torch.Tensor, k: torch.Tensor, top_k: int) -> torch.Tensor:
-    """TokenSelect's soft vote: [B, top_k] sorted indices of the cache."""
-    votes = torch.softmax(qk_scores(q, k), dim=-1).sum(1)  # [B, T]
-    return votes.topk(top_k, dim=-1).indices.sort(-1).values
 
 
 def check(q, k, v, idx) -> dict:
@@ -83,7 +78,7 @@ def main(argv=None) -> None:
                           lambda: torch.nn.functional.scaled_dot_product_attention(q4, kr, vr)],
                  "kernel_full": [lambda: gathered_decode_attention(q, k, v, every)],
                  "kernel_selected": [lambda: gathered_decode_attention(q, k, v, idx)],
-                 "select": [lambda: select(q, k, sel)]}
+                 "select": [lambda: soft_vote(q, k, sel)]}
         for name, fns in calls.items():
             row[f"{name}_ms"] = min(triton.testing.do_bench_cudagraph(f) for f in fns)
             row[f"{name}_eager_ms"] = min(triton.testing.do_bench(f) for f in fns)
