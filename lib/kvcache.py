@@ -29,7 +29,10 @@ from transformers.models.llama.modeling_llama import rotate_half
 from tokenworks.zoo import filler_lines
 
 
-def __getattr__(name):  # tokenworks.kvcache.token_select lives in tokenworks.tokenselect
+def __getattr__(name):  # token_select lives in tokenworks.tokenselect, EMSPress in tokenworks.ems
+    if name == "EMSPress":
+        from tokenworks.ems import EMSPress
+        return EMSPress
     if name in ("token_select", "TokenSelectState"):
         from tokenworks import tokenselect
         return getattr(tokenselect, name)
@@ -75,12 +78,37 @@ def press_on(model, press):
             hook.remove()
 
 
-def _prefill(model, context: list[int], press) -> tuple[DynamicCache, torch.Tensor]:
-    """The cache of ``context`` compressed by ``press``, and the logits after it [V]."""
+def _prefill(model, context: list[int], press) -> tuple[DynamicCache, torch.Tensor, int]:
+    """The cache of ``context`` compressed by ``press``, the logits after it [V], and the KV
+    bytes the press left (before ``_equal_lengths``)."""
     cache = DynamicCache()
     with press_on(model, press):
         x = torch.tensor([context], device=next(model.parameters()).device)
-        return cache, model(x, past_key_values=cache).logits[0, -1]
+        logits = model(x, past_key_values=cache).logits[0, -1]
+    held = kv_bytes(cache)
+    _equal_lengths(model, cache)
+    return cache, logits, held
+
+
+def _equal_lengths(model, cache: DynamicCache) -> None:
+    """Pad layers that a press left shorter (PyramidKV, EMS) to the longest, with zero entries
+    masked by kvpress's fake-key patch (``masked_key_indices``): transformers builds one
+    attention mask for all layers, so a multi-token continuation needs equal lengths. The
+    padding is the harness's, not the method's: ``kv_bytes`` is taken before it."""
+    longest = max(layer.keys.shape[2] for layer in cache.layers)
+    if model.config._attn_implementation == "eager" and any(l.keys.shape[2] < longest for l in cache.layers):
+        raise ValueError("this press leaves layers of different lengths, which only kvpress's "
+                         "attention patch can mask, and eager attention bypasses it: use sdpa")
+    for layer, attn in zip(cache.layers, attention_layers(model)):
+        B, H, n, D = layer.keys.shape
+        if n == longest:
+            continue
+        pad = layer.keys.new_zeros(B, H, longest - n, D)
+        layer.keys, layer.values = torch.cat([layer.keys, pad], 2), torch.cat([layer.values, pad], 2)
+        b, h, s = (i.flatten().to(pad.device) for i in torch.meshgrid(
+            torch.arange(B), torch.arange(H), torch.arange(n, longest), indexing="ij"))
+        old = getattr(attn, "masked_key_indices", None)
+        attn.masked_key_indices = (b, h, s) if old is None else tuple(torch.cat(p) for p in zip(old, (b, h, s)))
 
 
 def kv_bytes(cache: DynamicCache) -> int:
@@ -97,8 +125,7 @@ def continuation_nll(model, context: list[int], target: list[int], press=None) -
     if not context or not target:
         raise ValueError("context and target must both hold at least one token")
     device = next(model.parameters()).device
-    cache, first = _prefill(model, context, press)
-    held = kv_bytes(cache)
+    cache, first, held = _prefill(model, context, press)
     logits = [first[None]]
     if len(target) > 1:
         positions = torch.arange(len(context), len(context) + len(target) - 1, device=device)[None]
@@ -116,7 +143,7 @@ def greedy_after(model, context: list[int], question: list[int], press=None,
     if not context or not question:
         raise ValueError("context and question must both hold at least one token")
     device = next(model.parameters()).device
-    cache, _ = _prefill(model, context, press)
+    cache, _, _ = _prefill(model, context, press)
     feed, at, out = question, len(context), []
     for _ in range(max_new_tokens):
         positions = torch.arange(at, at + len(feed), device=device)[None]

@@ -187,3 +187,28 @@ def test_recomputation_equals_a_fresh_forward_over_each_window():
     logp = torch.log_softmax(model(torch.tensor([seq])).logits[0].double(), -1)
     plain = -logp[:-1].gather(1, torch.tensor(seq[1:])[:, None])[:, 0]
     torch.testing.assert_close(recompute_nll(model, seq, window=30, batch=7), plain.detach(), atol=1e-5, rtol=0)
+
+
+def test_layers_of_different_lengths_score_as_token_by_token_decoding():
+    """PyramidKV leaves shorter caches in later layers; the harness pads them (masked) so a
+    multi-token continuation runs, and it must equal decoding one token at a time, which
+    needs no mask and no padding."""
+    from kvpress import PyramidKVPress
+    model, _ = micro()
+    context, target = ids(80), ids(10, seed=3)
+    press = PyramidKVPress(compression_ratio=0.5, window_size=8)
+    nll, held = continuation_nll(model, context, target, press=press)
+    cache = DynamicCache()
+    with torch.no_grad(), press_on(model, press):
+        logits = model(torch.tensor([context]), past_key_values=cache).logits[0, -1]
+    lengths = [layer.keys.shape[2] for layer in cache.layers]
+    assert len(set(lengths)) > 1
+    ref = [-torch.log_softmax(logits.double(), -1)[target[0]]]
+    with torch.no_grad():
+        for i in range(len(target) - 1):
+            logits = model(torch.tensor([[target[i]]]), past_key_values=cache,
+                           position_ids=torch.tensor([[len(context) + i]])).logits[0, -1]
+            ref.append(-torch.log_softmax(logits.double(), -1)[target[i + 1]])
+    assert torch.allclose(nll, torch.stack(ref), atol=1e-9)
+    per_entry = 2 * model.config.num_key_value_heads * model.config.head_dim * 8  # K and V, float64
+    assert held == sum(lengths) * per_entry  # bytes the press left, not the harness's padding

@@ -1,0 +1,164 @@
+"""EMS: adaptive Evict-then-Merge for head-wise KV cache compression with a Global-Local score.
+
+Li, Li, Meng, Ma, Geng, Xia, Wang, *Adaptive Evict-then-Merge Strategy for Head-wise KV Cache
+Compression Based on Global-Local Importance*, arXiv 2412.08521 (2024). The authors released no
+code; the paper is vague on constants, so this is our reconstruction (method notes,
+``shared/docs/methods-kvcache.md`` §2, tagged there as unverified) and every choice below is a
+parameter:
+
+1. **Global-Local score** (§3.1 of the paper). Accumulated attention over all prefill queries
+   favours early keys (they are seen by more rows), attention from the last ``window`` queries
+   favours recent ones. Per KV head (query heads averaged over their group, as kvpress does)::
+
+       glo_j = (1 / (T - j)) sum_{i >= j} A_ij      loc_j = sum_{i > T - window} A_ij
+       score_j = max(glo_j * mean(loc) / mean(glo), loc_j)
+
+   The ``1 / (T - j)`` normalisation is kvpress ``ObservedAttentionPress``'s; the mean alignment
+   is the reconstruction's. ``A`` is recomputed block by block from the layer's queries and
+   cached keys, so any attention implementation can run the prefill.
+2. **Head-wise budgets.** The layer keeps ``H_kv * n_kept`` entries: the top scores across
+   all its KV heads, each head keeping at least ``alpha * n_kept`` (AdaKV's safeguard; Feng et
+   al., arXiv 2407.11550) and always its last ``window`` tokens.
+3. **Evict-then-merge** (§3.2). Kept tokens are merge centres. Each other token joins the
+   centre it is most similar to, ``relu(cos(k, k_c)) * relu(cos(v, v_c))`` (clamped so that
+   anti-similar pairs do not count as redundant, a reviewer's objection), when that similarity
+   is at least ``theta``; otherwise it joins the zero class 0 and is evicted. One
+   ``scatter_add`` over ``[B, H_kv, 1 + n_max, D]`` then merges every head at once: a centre
+   becomes the score-weighted mean of itself and its members; class 0 is dropped.
+4. **Ragged heads.** Heads keep different counts; the cache is padded to the layer's largest
+   count ``n_max`` and the padding is masked at decode by kvpress's fake-key attention patch
+   (``module.masked_key_indices``). The padding is memory held: ``kv_bytes`` counts it.
+
+Compression happens once, after the prefill, as in the paper and kvpress.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from kvpress.presses.base_press import BasePress
+from kvpress.utils import get_prerope_query_states
+from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
+
+
+@torch.no_grad()
+def global_local_scores(module, hidden_states: torch.Tensor, keys: torch.Tensor, position_embeddings,
+                        window: int, block: int = 512) -> torch.Tensor:
+    """Eq. (Global-Local) for one layer's prefill. hidden_states [B, T, d], keys [B, Hkv, T, D]
+    (after RoPE) -> score [B, Hkv, T] (float32). The attention rows are recomputed ``block``
+    queries at a time: memory O(B * H * block * T)."""
+    B, Hkv, T, D = keys.shape
+    if not 0 < window < T:
+        raise ValueError(f"the local window ({window}) must be shorter than the {T}-token prefill")
+    G = module.config.num_attention_heads // Hkv
+    cos, sin = position_embeddings  # [B, T, D] each
+    q = get_prerope_query_states(module, hidden_states)  # [B, Hq, T, D]
+    q = q * cos[:, None] + rotate_half(q) * sin[:, None]
+    k = repeat_kv(keys, G).float()
+    glo = keys.new_zeros(B, Hkv * G, T, dtype=torch.float32)
+    loc = torch.zeros_like(glo)
+    for lo in range(0, T, block):
+        rows = torch.arange(lo, min(lo + block, T), device=keys.device)
+        logits = q[:, :, rows].float() @ k.transpose(2, 3) * module.scaling  # [B, Hq, rows, T]
+        logits.masked_fill_(rows[:, None] < torch.arange(T, device=keys.device), -math.inf)
+        attn = logits.softmax(-1)
+        glo += attn.sum(2)
+        loc += attn[:, :, rows >= T - window].sum(2)
+    glo /= torch.arange(T, 0, -1, device=keys.device)  # queries that see key j: T - j
+    glo, loc = glo.view(B, Hkv, G, T).mean(2), loc.view(B, Hkv, G, T).mean(2)
+    scale = loc.mean(-1, keepdim=True) / glo.mean(-1, keepdim=True)
+    return torch.maximum(glo * scale, loc)
+
+
+def keep_mask(scores: torch.Tensor, n_kept: int, window: int, adaptive: bool = True,
+              alpha: float = 0.2) -> torch.Tensor:
+    """Which entries each head keeps: scores [B, Hkv, T] -> bool [B, Hkv, T]. Every head keeps
+    its last ``window`` tokens; ``adaptive``: the layer keeps its ``Hkv * n_kept`` best scores
+    across heads with at least ``alpha * n_kept`` per head, else ``n_kept`` per head."""
+    B, Hkv, T = scores.shape
+    if not window < n_kept <= T:
+        raise ValueError(f"a budget of {n_kept} entries per head must exceed the {window}-token "
+                         f"local window and fit the {T}-token context")
+    s = scores.clone()
+    s[..., T - window:] = math.inf
+    if adaptive:
+        n_safe = max(window, int(alpha * n_kept))
+        s.scatter_(-1, s.topk(n_safe, -1).indices, math.inf)
+        top = s.reshape(B, Hkv * T).topk(Hkv * n_kept, -1).indices
+        keep = torch.zeros(B, Hkv * T, dtype=torch.bool, device=s.device)
+        return keep.scatter_(-1, top, True).view(B, Hkv, T)
+    return torch.zeros_like(s, dtype=torch.bool).scatter_(-1, s.topk(n_kept, -1).indices, True)
+
+
+def evict_then_merge(keys: torch.Tensor, values: torch.Tensor, weights: torch.Tensor,
+                     keep: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Merge every head's unkept tokens into their most similar kept token (centre), or evict
+    them into the zero class when the similarity is below ``theta`` (> 1: pure eviction).
+
+    keys, values [B, Hkv, T, D]; weights [B, Hkv, T] >= 0 (the tokens' scores); keep bool
+    [B, Hkv, T]. Returns keys and values [B, Hkv, n_max, D] (each head's centres in position
+    order, zero-padded to the largest count ``n_max``), ``valid`` bool [B, Hkv, n_max] (real
+    entries), and ``assign`` [B, Hkv, T] (each token's class: 1 + its centre's slot, or 0)."""
+    B, Hkv, T, D = keys.shape
+    counts = keep.sum(-1)  # [B, Hkv]
+    n_max = int(counts.max())
+    slot = keep.cumsum(-1) * keep  # kept token -> 1..n_h, others 0
+    centre_pos = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True)[..., :n_max]  # [B, Hkv, n_max]
+    valid = torch.arange(n_max, device=keys.device) < counts[..., None]
+    assign = slot
+    if theta <= 1:
+        def cos_to_centres(x):  # [B, Hkv, T, n_max]
+            x = F.normalize(x.float(), dim=-1)
+            return (x @ x.gather(2, centre_pos[..., None].expand(-1, -1, -1, D)).transpose(2, 3)).clamp(min=0)
+        sim = (cos_to_centres(keys) * cos_to_centres(values)).masked_fill(~valid[:, :, None], -1)
+        best, centre = sim.max(-1)
+        assign = torch.where(keep, slot, torch.where(best >= theta, centre + 1, 0))
+    w = weights.float().clamp(min=1e-12)
+    index = assign[..., None].expand(-1, -1, -1, D)
+
+    def merged(x):  # score-weighted mean of each class: [B, Hkv, 1 + n_max, D] -> drop class 0
+        total = x.new_zeros(B, Hkv, 1 + n_max, D, dtype=torch.float32).scatter_add_(2, index, w[..., None] * x.float())
+        norm = w.new_zeros(B, Hkv, 1 + n_max).scatter_add_(2, assign, w)
+        return (total / norm.clamp(min=1e-30)[..., None])[:, :, 1:].to(x.dtype)
+    return merged(keys), merged(values), valid, assign
+
+
+@dataclass
+class EMSPress(BasePress):
+    """EMS as a kvpress press: ``with EMSPress(0.9)(model): model(ids, past_key_values=cache)``
+    keeps ``int(T * (1 - compression_ratio))`` entries per KV head on average, after the
+    Global-Local score, head-wise budgets and evict-then-merge (module docstring).
+
+    window: last prefill tokens always kept, also the local score's queries. theta: merge
+    threshold on ``relu(cos k) * relu(cos v)`` (> 1: evict without merging). adaptive:
+    head-wise budgets (False: the same count per head). alpha: each head's minimum share."""
+
+    compression_ratio: float = 0.0
+    window: int = 16
+    theta: float = 0.5
+    adaptive: bool = True
+    alpha: float = 0.2
+
+    def __post_init__(self):
+        if not 0 <= self.compression_ratio < 1:
+            raise ValueError(f"compression_ratio must be in [0, 1), got {self.compression_ratio!r}")
+        if self.window < 1 or not 0 <= self.alpha <= 1 or self.theta < 0:
+            raise ValueError(f"need window >= 1, alpha in [0, 1] and theta >= 0; got window="
+                             f"{self.window}, alpha={self.alpha}, theta={self.theta}")
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        """keys, values [B, Hkv, T, D] -> [B, Hkv, n_max, D]; sets ``module.masked_key_indices``."""
+        if self.compression_ratio == 0:
+            return keys, values
+        if module.config._attn_implementation == "eager":
+            raise ValueError("EMSPress masks ragged heads through kvpress's attention patch, which "
+                             "eager attention bypasses: load the model with attn_implementation='sdpa'")
+        T = keys.shape[2]
+        scores = global_local_scores(module, hidden_states, keys, kwargs["position_embeddings"], self.window)
+        keep = keep_mask(scores, int(T * (1 - self.compression_ratio)), self.window, self.adaptive, self.alpha)
+        keys, values, valid, _ = evict_then_merge(keys, values, scores, keep, self.theta)
+        pad = (~valid).nonzero(as_tuple=True)
+        module.masked_key_indices = pad if pad[0].numel() else None
+        return keys.contiguous(), values.contiguous()
