@@ -34,7 +34,7 @@ Compression happens once, after the prefill, as in the paper and kvpress.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
 
 @torch.no_grad()
 def global_local_scores(module, hidden_states: torch.Tensor, keys: torch.Tensor, position_embeddings,
-                        window: int, block: int = 512) -> torch.Tensor:
+                        window: int, kernel: int = 0, block: int = 512) -> torch.Tensor:
     """Eq. (Global-Local) for one layer's prefill. hidden_states [B, T, d], keys [B, Hkv, T, D]
     (after RoPE) -> score [B, Hkv, T] (float32). The attention rows are recomputed ``block``
     queries at a time: memory O(B * H * block * T)."""
@@ -69,7 +69,10 @@ def global_local_scores(module, hidden_states: torch.Tensor, keys: torch.Tensor,
     glo /= torch.arange(T, 0, -1, device=keys.device)  # queries that see key j: T - j
     glo, loc = glo.view(B, Hkv, G, T).mean(2), loc.view(B, Hkv, G, T).mean(2)
     scale = loc.mean(-1, keepdim=True) / glo.mean(-1, keepdim=True)
-    return torch.maximum(glo * scale, loc)
+    score = torch.maximum(glo * scale, loc)
+    if kernel > 1:  # SnapKV's pooling: a token's neighbours share its importance
+        score = F.avg_pool1d(score, kernel, stride=1, padding=kernel // 2, count_include_pad=False)[..., :T]
+    return score
 
 
 def keep_mask(scores: torch.Tensor, n_kept: int, window: int, adaptive: bool = True,
@@ -133,13 +136,16 @@ class EMSPress(BasePress):
 
     window: last prefill tokens always kept, also the local score's queries. theta: merge
     threshold on ``relu(cos k) * relu(cos v)`` (> 1: evict without merging). adaptive:
-    head-wise budgets (False: the same count per head). alpha: each head's minimum share."""
+    head-wise budgets (False: the same count per head). alpha: each head's minimum share.
+    After a prefill, ``stats[layer]`` holds each KV head's kept and merged token counts."""
 
     compression_ratio: float = 0.0
     window: int = 16
+    kernel: int = 5
     theta: float = 0.5
     adaptive: bool = True
     alpha: float = 0.2
+    stats: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if not 0 <= self.compression_ratio < 1:
@@ -156,9 +162,12 @@ class EMSPress(BasePress):
             raise ValueError("EMSPress masks ragged heads through kvpress's attention patch, which "
                              "eager attention bypasses: load the model with attn_implementation='sdpa'")
         T = keys.shape[2]
-        scores = global_local_scores(module, hidden_states, keys, kwargs["position_embeddings"], self.window)
+        scores = global_local_scores(module, hidden_states, keys, kwargs["position_embeddings"], self.window,
+                                     self.kernel)
         keep = keep_mask(scores, int(T * (1 - self.compression_ratio)), self.window, self.adaptive, self.alpha)
-        keys, values, valid, _ = evict_then_merge(keys, values, scores, keep, self.theta)
+        keys, values, valid, assign = evict_then_merge(keys, values, scores, keep, self.theta)
+        self.stats[module.layer_idx] = {"kept": keep.sum(-1)[0].tolist(),
+                                        "merged": ((assign > 0) & ~keep).sum(-1)[0].tolist()}
         pad = (~valid).nonzero(as_tuple=True)
         module.masked_key_indices = pad if pad[0].numel() else None
         return keys.contiguous(), values.contiguous()

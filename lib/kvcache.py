@@ -137,15 +137,21 @@ def continuation_nll(model, context: list[int], target: list[int], press=None) -
 
 @torch.no_grad()
 def greedy_after(model, context: list[int], question: list[int], press=None,
-                 max_new_tokens: int = 8) -> list[int]:
+                 max_new_tokens: int = 8, query_aware: bool = False) -> list[int]:
     """Prefill ``context`` under ``press`` (compressed), then feed ``question`` uncompressed
-    and decode greedily, all at true positions (kvpress's pipeline). Returns the new ids."""
+    and decode greedily, all at true positions (kvpress's pipeline). ``query_aware``: the
+    question is prefilled and compressed with the context (SnapKV's and EMS's setting, where
+    the observation window holds the question). Returns the new ids."""
     if not context or not question:
         raise ValueError("context and question must both hold at least one token")
     device = next(model.parameters()).device
-    cache, _, _ = _prefill(model, context, press)
-    feed, at, out = question, len(context), []
-    for _ in range(max_new_tokens):
+    if query_aware:
+        cache, logits, _ = _prefill(model, context + question, press)
+        feed, at, out = [int(logits.argmax())], len(context) + len(question), [int(logits.argmax())]
+    else:
+        cache, _, _ = _prefill(model, context, press)
+        feed, at, out = question, len(context), []
+    while len(out) < max_new_tokens:
         positions = torch.arange(at, at + len(feed), device=device)[None]
         logits = model(torch.tensor([feed], device=device), past_key_values=cache,
                        position_ids=positions).logits[0, -1]
@@ -174,6 +180,46 @@ def needle_items(texts: list[str], tokenizer, context_tokens: int, depths: list[
             items.append({"depth": depth, "context": context, "answer": f"{value}'",
                           "context_tokens": context_tokens,
                           "question": tokenizer(f"assert KEY_{key} == '")["input_ids"]})
+    return items
+
+
+def kv_items(texts: list[str], tokenizer, context_tokens: int, hops: int, n: int, n_keys: int = 8,
+             seed: int = 0) -> list[dict]:
+    """Key-value retrieval and thread following on code (task c; after RULER's multi-key NIAH
+    and variable tracking, and Needle Threading's threads, arXiv 2411.05000), ``n`` items.
+
+    ``n_keys`` constants ``KEY_<k> = '<6 digits>'`` at random places in about
+    ``context_tokens`` tokens of held-out code, all with the same stem (distractors for one
+    another). ``hops = 0``: the question asks for one of them (key-value retrieval).
+    ``hops = h > 0``: the asked key is the end of a thread ``KEY_a = KEY_b``, ``KEY_b =
+    KEY_c``, ..., ``h`` links after the constant it resolves to, each link later in the code
+    than the one it names (as Python needs); the model must follow it back. ``depth``: where
+    the value is, as a fraction of the context."""
+    if hops < 0 or n < 1 or n_keys < 1 or context_tokens < 32:
+        raise ValueError(f"need hops >= 0, n >= 1, n_keys >= 1 and context_tokens >= 32; got "
+                         f"{hops}, {n}, {n_keys}, {context_tokens}")
+    rng, items = random.Random(seed), []
+    for _ in range(n):
+        keys = rng.sample(range(100), n_keys + hops)
+        values = [f"{rng.randrange(10**6):06d}" for _ in range(n_keys)]
+        lines = filler_lines(texts, tokenizer, context_tokens - 12 * (n_keys + hops) - 4, rng)
+        slots = sorted(rng.sample(range(len(lines) + 1), n_keys + hops))
+        constants = [f"KEY_{k} = '{v}'" for k, v in zip(keys, values)]
+        # a thread: the value (constant 0), then its links in order, each naming the one before
+        links = [f"KEY_{keys[n_keys + i]} = KEY_{keys[n_keys + i - 1] if i else keys[0]}" for i in range(hops)]
+        asked = rng.randrange(n_keys) if hops == 0 else 0
+        ordered = set(rng.sample(range(n_keys + hops), hops + 1)) if hops else set()  # the thread's slots
+        rest = constants[1:] if hops else constants[:]
+        rng.shuffle(rest)
+        thread, rest = iter(constants[:1] + links), iter(rest)
+        placed = [next(thread) if j in ordered else next(rest) for j in range(n_keys + hops)]
+        for slot, line in sorted(zip(slots, placed), reverse=True):
+            lines.insert(slot, line)
+        depth = lines.index(constants[asked]) / len(lines)
+        key = keys[n_keys + hops - 1] if hops else keys[asked]
+        context = [tokenizer.eos_token_id] + tokenizer("\n".join(lines) + "\n")["input_ids"]
+        items.append({"depth": depth, "hops": hops, "context": context, "answer": f"{values[asked]}'",
+                      "context_tokens": context_tokens, "question": tokenizer(f"assert KEY_{key} == '")["input_ids"]})
     return items
 
 
@@ -236,29 +282,64 @@ def stream_nll(model, ids: list[int], n_sink: int, window: int, desc: str = "str
 
 # --- Running methods side by side ------------------------------------------------------------
 
+def _presses() -> dict:
+    """Press constructors by name, each taking the compression ratio and its own options."""
+    import kvpress
+
+    from tokenworks.ems import EMSPress
+    return {"ems": EMSPress, "streaming": StreamingLLMPress,  # ours
+            "snapkv": kvpress.SnapKVPress, "pyramidkv": kvpress.PyramidKVPress,
+            "adakv": lambda compression_ratio, **kw: kvpress.AdaKVPress(kvpress.SnapKVPress(compression_ratio, **kw)),
+            "h2o": kvpress.ObservedAttentionPress, "tova": kvpress.TOVAPress, "knorm": kvpress.KnormPress}
+
+
+PRESSES = ("ems", "streaming", "snapkv", "pyramidkv", "adakv", "h2o", "tova", "knorm")
+
+
 def method_press(method: dict, context_len: int):
-    """The press of a method spec for a context of ``context_len`` tokens: ``{"streaming":
-    budget, "n_sink": n}`` keeps ``budget`` entries (sinks included) with our StreamingLLM;
-    ``{"press": p}`` is any kvpress press; otherwise none (the full cache is kept)."""
+    """The press of a method spec for a context of ``context_len`` tokens:
+
+    - ``{"evict": name, "budget": b, **options}``: press ``name`` (one of ``PRESSES``: ours
+      ``ems`` and ``streaming``; kvpress's ``snapkv``, ``pyramidkv``, ``adakv`` (AdaKV over
+      SnapKV), ``h2o`` (``ObservedAttentionPress``), ``tova``, ``knorm``) keeping ``b``
+      entries per KV head (on average, for head- or layer-wise budgets);
+    - ``{"streaming": b, "n_sink": n}``: our StreamingLLM keeping ``b`` entries, sinks included;
+    - ``{"press": p}``: any kvpress press; otherwise none (the full cache is kept)."""
     if "streaming" in method:
-        if method["streaming"] >= context_len:
-            raise ValueError(f"a budget of {method['streaming']} entries is not smaller than the "
-                             f"{context_len}-token context: nothing would be evicted")
-        return StreamingLLMPress(compression_ratio=1 - method["streaming"] / context_len,
-                                 n_sink=method.get("n_sink", 4))
-    return method.get("press")
+        method = {"evict": "streaming", "budget": method["streaming"], "n_sink": method.get("n_sink", 4)}
+    if "evict" not in method:
+        return method.get("press")
+    options = {k: v for k, v in method.items() if k not in ("evict", "budget")}
+    budget, presses = method.get("budget"), _presses()
+    if method["evict"] not in presses:
+        raise ValueError(f"unknown press {method['evict']!r}: choose from {', '.join(PRESSES)}")
+    if not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"a press needs a budget of at least 1 entry per head, got {budget!r}")
+    if budget >= context_len:
+        raise ValueError(f"a budget of {budget} entries is not smaller than the "
+                         f"{context_len}-token context: nothing would be evicted")
+    return presses[method["evict"]](compression_ratio=1 - budget / context_len, **options)
 
 
 @contextlib.contextmanager
 def selecting(model, method: dict):
-    """TokenSelect around the block when the spec has ``{"select": token_select kwargs}``;
-    yields its state (or None)."""
-    if not method.get("select"):
-        yield None
-        return
-    from tokenworks.tokenselect import token_select
-    with token_select(model, **method["select"]) as state:
-        yield state
+    """What a method needs around its run: TokenSelect when the spec has ``{"select":
+    token_select kwargs}`` (yields its state, else None), eager attention for H2O (kvpress's
+    ``ObservedAttentionPress`` reads the attention weights, which only eager returns)."""
+    eager = method.get("evict") == "h2o" and model.config._attn_implementation != "eager"
+    if eager:
+        previous = model.config._attn_implementation
+        model.set_attn_implementation("eager")
+    try:
+        if method.get("select"):
+            from tokenworks.tokenselect import token_select
+            with token_select(model, **method["select"]) as state:
+                yield state
+        else:
+            yield None
+    finally:
+        if eager:
+            model.set_attn_implementation(previous)
 
 
 def _selection(state) -> dict:
@@ -269,7 +350,8 @@ def _selection(state) -> dict:
     return {"read": state.attended / state.visible, "reused": state.reused / looked if looked else 0.0}
 
 
-def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict]) -> list[dict]:
+def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict],
+                query_aware: bool = False) -> list[dict]:
     """Greedy answers to ``needle_items`` under every method spec (see ``method_press``,
     ``selecting``); one row per (item, method) with ``ok`` and, for TokenSelect, the share of
     the visible cache that the question's and answer's queries read and of their selections
@@ -279,8 +361,8 @@ def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict]) -
         n_new = len(tokenizer(item["answer"])["input_ids"]) + 1
         for name, method in methods.items():
             with selecting(model, method) as state:
-                out = greedy_after(model, item["context"], item["question"],
-                                   press=method_press(method, len(item["context"])), max_new_tokens=n_new)
+                out = greedy_after(model, item["context"], item["question"], max_new_tokens=n_new,
+                                   press=method_press(method, len(item["context"])), query_aware=query_aware)
             rows.append({"item": i, "method": name, "context": len(item["context"]),
                          "context_target": item.get("context_tokens"), "depth": item["depth"],
                          "ok": tokenizer.decode(out).startswith(item["answer"]), **_selection(state)})

@@ -148,15 +148,17 @@ def _mean(values):
     return sum(values) / len(values) if values else float("nan")
 
 
-def tokenselect_needle(record: dict):
-    """Needle accuracy over context length x depth, one heatmap per method."""
+def _needle_heatmaps(record: dict, names: list[str], ncols: int):
+    """Needle accuracy over context length x depth, one heatmap per method in ``names``."""
     m = record["metrics"]
-    names = m["heatmap_methods"]
     contexts = sorted({r["context_target"] for r in m["needles"]})
     depths = sorted({r["depth"] for r in m["needles"]})
-    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.6), dpi=110, squeeze=False,
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows + 0.4), dpi=110, squeeze=False,
                              layout="constrained")
-    for ax, name in zip(axes[0], names):
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
         grid = [[_mean(r["ok"] for r in m["needles"] if r["method"] == name and r["context_target"] == c
                        and r["depth"] == d) for c in contexts] for d in depths]
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
@@ -165,11 +167,16 @@ def tokenselect_needle(record: dict):
                 ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(contexts)), [str(c) for c in contexts], fontsize=8)
         ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths], fontsize=8)
-        ax.set(xlabel="context (tokens)", title=name)
-    axes[0][0].set_ylabel("needle depth")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="retrieved")
+        ax.set(xlabel="context (tokens)", ylabel="needle depth", title=name)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="retrieved")
     fig.suptitle(f"needle in a haystack of code, {m['model']}, {record['provenance']['device']}", fontsize=9)
     return fig
+
+
+def tokenselect_needle(record: dict):
+    """Needle accuracy over context length x depth, one heatmap per method."""
+    names = record["metrics"]["heatmap_methods"]
+    return _needle_heatmaps(record, names, len(names))
 
 
 def tokenselect_budget(record: dict):
@@ -258,5 +265,41 @@ def streamingllm_stream(record: dict):
     ax.set(xlabel="position in the stream (tokens)", ylabel=f"mean NLL over {m['bin']}-token bins",
            title=f"budget {m['budget']} entries, {record['metrics']['model']}, {record['provenance']['device']}")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def ems_needle(record: dict):
+    """Needle heatmaps of every method at the smallest budget."""
+    return _needle_heatmaps(record, record["metrics"]["heatmap_methods"], 4)
+
+
+EMS_STYLE = {"ems": ("tab:red", "-o"), "snapkv": ("tab:blue", "-s"), "streaming": ("tab:gray", "-v"),
+             "h2o": ("tab:green", "-^"), "pyramidkv": ("tab:purple", "--s"), "adakv": ("tab:cyan", "--o"),
+             "tova": ("tab:olive", ":D"), "knorm": ("tab:brown", ":x")}
+
+
+def ems_budget(record: dict):
+    """One panel per task: needles, key-value retrieval / threads, continuation NLL, against the
+    budget (entries per KV head), a line per press; the full cache dashed."""
+    m = record["metrics"]
+    panels = [("needles", "needles retrieved", "needle in a haystack")]
+    panels += [(f"kv hops={h}", "retrieved", "key-value retrieval" if h == 0 else f"thread, {h} hop(s)")
+               for h in m["kv_hops"]]
+    panels += [("nll", "mean NLL (nats/token)", f"continuation after {m['ppl_context']} tokens")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.9 * len(panels), 3.8), dpi=110, squeeze=False)
+    rows = {t["method"]: t for t in m["table"]}
+    for ax, (key, ylabel, title) in zip(axes[0], panels):
+        for press, (colour, style) in EMS_STYLE.items():
+            pts = sorted((t["budget"], t[key]) for t in m["table"] if t["press"] == press and t["variant"] == "")
+            if pts:
+                ax.plot(*zip(*pts), style, color=colour, label=press, ms=4)
+        ax.axhline(rows["full"][key], color="k", ls="--", lw=1, label="full cache")
+        ax.set(xscale="log", xlabel="budget (entries per KV head)", ylabel=ylabel, title=title)
+        _log_ticks(ax, m["budgets"])
+        if key != "nll":
+            ax.set_ylim(-0.02, 1.02)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"EMS and baselines, {m['model']}, {record['provenance']['device']}", fontsize=9)
     fig.tight_layout()
     return fig

@@ -19,6 +19,7 @@ FIGURES = {"tensorbleu": {"speedup": plots.tensorbleu_speedup},
            "cntp": {"accuracy_cost": plots.cntp_accuracy_cost},
            "byte_level_probs": {"fim": plots.byte_level_fim},
            "streamingllm": {"budget": plots.streamingllm_budget, "stream": plots.streamingllm_stream},
+           "ems": {"budget": plots.ems_budget, "needle": plots.ems_needle},
            "tokenselect": {"needle": plots.tokenselect_needle, "budget": plots.tokenselect_budget,
                            "attention_time": plots.tokenselect_attention_time}}
 PUBLISHED = "full"  # the configuration the README and figures/ report

@@ -212,3 +212,49 @@ def test_layers_of_different_lengths_score_as_token_by_token_decoding():
     assert torch.allclose(nll, torch.stack(ref), atol=1e-9)
     per_entry = 2 * model.config.num_key_value_heads * model.config.head_dim * 8  # K and V, float64
     assert held == sum(lengths) * per_entry  # bytes the press left, not the harness's padding
+
+
+@pytest.mark.parametrize("name", ["ems", "streaming", "snapkv", "pyramidkv", "adakv", "h2o", "tova", "knorm"])
+def test_every_named_press_runs_at_its_budget_and_h2o_gets_eager_attention(name):
+    model, _ = micro()
+    context, target = ids(80), ids(6, seed=5)
+    window = {"ems": {"window": 4}, "snapkv": {"window_size": 4}, "pyramidkv": {"window_size": 4},
+              "adakv": {"window_size": 4}}.get(name, {})
+    spec = {"evict": name, "budget": 20, **window}
+    rows = perplexity_rows(model, [(context, target)], {"full": {}, name: spec})
+    full, pressed = rows
+    per_entry = full["kv_bytes"] // 80
+    if name in ("ems", "pyramidkv", "adakv"):  # ragged: layer or head budgets average 20
+        assert pressed["kv_bytes"] <= full["kv_bytes"]
+    else:
+        assert pressed["kv_bytes"] == 20 * per_entry
+    assert pressed["nll"] != full["nll"] and model.config._attn_implementation == "sdpa"
+
+
+def test_bad_press_specs_are_refused():
+    with pytest.raises(ValueError, match="unknown press 'snap'"):
+        method_press({"evict": "snap", "budget": 8}, 80)
+    with pytest.raises(ValueError, match="budget of at least 1"):
+        method_press({"evict": "snapkv", "budget": 0}, 80)
+    with pytest.raises(ValueError, match="not smaller than the 80-token context"):
+        method_press({"evict": "ems", "budget": 80}, 80)
+
+
+@pytest.mark.parametrize("hops", [0, 1, 3])
+def test_kv_items_hold_one_answer_and_a_thread_in_code_order(hops):
+    from tokenworks.kvcache import kv_items
+    _, tok = micro()
+    texts = stdlib_corpus().texts("test")
+    for item in kv_items(texts, tok, 300, hops, n=3, n_keys=4, seed=hops):
+        lines = tok.decode(item["context"][1:]).splitlines()
+        key = tok.decode(item["question"]).split()[1]
+        value = item["answer"][:-1]
+        assert sum(line.startswith("KEY_") for line in lines) == 4 + hops
+        for _ in range(hops):  # walk the thread back: each link names a key defined earlier
+            at = next(i for i, line in enumerate(lines) if line.startswith(f"{key} = KEY_"))
+            key = lines[at].split(" = ")[1]
+            assert any(line.startswith(f"{key} = ") for line in lines[:at])
+        assert f"{key} = '{value}'" in lines
+        assert abs(lines.index(f"{key} = '{value}'") / len(lines) - item["depth"]) < 0.01
+    with pytest.raises(ValueError, match="hops"):
+        kv_items(texts, tok, 300, -1, n=1)
