@@ -1,24 +1,14 @@
 """EMS (tokenworks.ems): the Global-Local score against eager attention weights, one scatter-add
 against a per-head loop, masked padding, the full-cache invariant and bad input; on tw-micro."""
-import functools
-
 import pytest
 import torch
 from transformers import DynamicCache
 
 from tokenworks.ems import EMSPress, evict_then_merge, global_local_scores, keep_mask
 from tokenworks.kvcache import continuation_nll, kv_bytes, press_on
-from tokenworks.models import load
 
-
-@functools.cache
-def micro():
-    return load("tw-micro", device="cpu", dtype=torch.float64)
-
-
-def ids(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(5, len(micro()[1]), (n,), generator=g).tolist()
+from conftest import micro64 as micro
+from conftest import random_ids as ids
 
 
 @pytest.mark.parametrize("window", [1, 8])

@@ -1,6 +1,4 @@
 """The KV-cache harness (tokenworks.kvcache) with kvpress on transformers 5.23, on tw-micro."""
-import functools
-
 import pytest
 import torch
 from kvpress import KnormPress, SnapKVPress, StreamingLLMPress
@@ -11,17 +9,9 @@ from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
 from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, method_press,
                                 needle_items, perplexity_rows, press_on, recompute_nll, rerotate,
                                 stream_nll)
-from tokenworks.models import load
 
-
-@functools.cache
-def micro():
-    return load("tw-micro", device="cpu", dtype=torch.float64)
-
-
-def ids(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(5, len(micro()[1]), (n,), generator=g).tolist()
+from conftest import micro64 as micro
+from conftest import random_ids as ids
 
 
 def test_full_cache_equals_a_plain_forward():
