@@ -223,6 +223,46 @@ def kv_items(texts: list[str], tokenizer, context_tokens: int, hops: int, n: int
     return items
 
 
+def answered(text: str, item: dict) -> bool:
+    """Our items: the output starts with the answer. Hub items (``answers``): every reference
+    occurs in the output, ignoring case (RULER's ``string_match_all``, as kvpress scores it)."""
+    if "answers" in item:
+        return all(a.lower() in text.lower() for a in item["answers"])
+    return text.startswith(item["answer"])
+
+
+def hub_items(source, tokenizer, n: int, config: str | None = None, split: str = "test",
+              max_context_tokens: int | None = None) -> list[dict]:
+    """Items for ``needle_rows`` from a data set in kvpress's long-context format (columns
+    ``context``, ``question``, ``answer`` (a string or a list), optional ``answer_prefix`` and
+    ``max_new_tokens``), e.g. ``simonjegou/ruler`` (config ``"4096"``): ``source`` is a hub id
+    (loaded with ``datasets``, online) or a ``datasets.Dataset``. The first ``n`` rows whose
+    context fits ``max_context_tokens``."""
+    if isinstance(source, str):
+        from datasets import load_dataset
+        try:
+            source = load_dataset(source, config, split=split)
+        except Exception as e:  # offline, unknown id, wrong config or split
+            raise ValueError(f"could not load data set {source!r} (config {config!r}, split {split!r}): {e}. "
+                             "Offline, use the generated tasks (needle_items, kv_items).") from e
+    missing = {"context", "question", "answer"} - set(source.column_names)
+    if missing:
+        raise ValueError(f"a long-context data set needs columns context, question, answer; missing {sorted(missing)}")
+    items = []
+    for row in source:
+        context = tokenizer(row["context"])["input_ids"]
+        if max_context_tokens and len(context) > max_context_tokens:
+            continue
+        answers = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+        question = tokenizer(row["question"] + (row.get("answer_prefix") or ""))["input_ids"]
+        items.append({"context": context, "question": question, "answers": answers, "answer": answers[0],
+                      "depth": None, "context_tokens": len(context), "max_new_tokens": row.get("max_new_tokens") or
+                      max(len(tokenizer(a)["input_ids"]) for a in answers) + 8})
+        if len(items) == n:
+            break
+    return items
+
+
 # --- StreamingLLM (Xiao et al., ICLR 2024, arXiv 2309.17453) -------------------------------
 
 @dataclass
@@ -358,14 +398,14 @@ def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict],
     that were reused (``_selection``)."""
     rows = []
     for i, item in enumerate(tqdm(items, desc="needles", mininterval=10)):
-        n_new = len(tokenizer(item["answer"])["input_ids"]) + 1
+        n_new = item.get("max_new_tokens") or len(tokenizer(item["answer"])["input_ids"]) + 1
         for name, method in methods.items():
             with selecting(model, method) as state:
                 out = greedy_after(model, item["context"], item["question"], max_new_tokens=n_new,
                                    press=method_press(method, len(item["context"])), query_aware=query_aware)
             rows.append({"item": i, "method": name, "context": len(item["context"]),
                          "context_target": item.get("context_tokens"), "depth": item["depth"],
-                         "ok": tokenizer.decode(out).startswith(item["answer"]), **_selection(state)})
+                         "ok": answered(tokenizer.decode(out), item), **_selection(state)})
     return rows
 
 

@@ -287,6 +287,8 @@ def ems_budget(record: dict):
     panels += [(f"kv hops={h}", "retrieved", "key-value retrieval" if h == 0 else f"thread, {h} hop(s)")
                for h in m["kv_hops"]]
     panels += [("nll", "mean NLL (nats/token)", f"continuation after {m['ppl_context']} tokens")]
+    if m.get("hub"):
+        panels += [("hub", "answered", record["parameters"]["hub_dataset"])]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.9 * len(panels), 3.8), dpi=110, squeeze=False)
     rows = {t["method"]: t for t in m["table"]}
     for ax, (key, ylabel, title) in zip(axes[0], panels):

@@ -7,7 +7,7 @@ from transformers import DynamicCache
 from tokenworks.corpus import stdlib_corpus
 from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
 from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, method_press,
-                                needle_items, perplexity_rows, press_on, recompute_nll, rerotate,
+                                needle_items, needle_rows, perplexity_rows, press_on, recompute_nll, rerotate,
                                 stream_nll)
 
 from conftest import micro64 as micro
@@ -248,3 +248,23 @@ def test_kv_items_hold_one_answer_and_a_thread_in_code_order(hops):
         assert abs(lines.index(f"{key} = '{value}'") / len(lines) - item["depth"]) < 0.01
     with pytest.raises(ValueError, match="hops"):
         kv_items(texts, tok, 300, -1, n=1)
+
+
+def test_hub_items_score_every_reference_and_fail_clearly_offline():
+    from datasets import Dataset
+
+    from tokenworks.kvcache import answered, hub_items
+    model, tok = micro()
+    rows = Dataset.from_dict({"context": ["a b c " * 30, "x " * 500], "question": [" q?", " r?"],
+                              "answer": [["B", "c"], ["zz"]], "answer_prefix": [" A:", ""],
+                              "max_new_tokens": [3, 2]})
+    items = hub_items(rows, tok, n=5, max_context_tokens=200)
+    assert len(items) == 1 and items[0]["max_new_tokens"] == 3  # the second context is too long
+    assert items[0]["question"] == tok(" q? A:")["input_ids"]
+    assert answered("then b and C", items[0]) and not answered("then b", items[0])
+    out = needle_rows(model, tok, items, {"full": {}})
+    assert [r["method"] for r in out] == ["full"] and isinstance(out[0]["ok"], bool)
+    with pytest.raises(ValueError, match="missing \\['answer'\\]"):
+        hub_items(Dataset.from_dict({"context": ["a"], "question": ["b"]}), tok, n=1)
+    with pytest.raises(ValueError, match="Offline, use the generated tasks"):
+        hub_items("no-such-user/no-such-dataset", tok, n=1)
