@@ -45,10 +45,13 @@ from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
 
 @torch.no_grad()
 def global_local_scores(module, hidden_states: torch.Tensor, keys: torch.Tensor, position_embeddings,
-                        window: int, kernel: int = 0, block: int = 512) -> torch.Tensor:
+                        window: int, kernel: int = 0, parts: str = "global-local", block: int = 512) -> torch.Tensor:
     """Eq. (Global-Local) for one layer's prefill. hidden_states [B, T, d], keys [B, Hkv, T, D]
     (after RoPE) -> score [B, Hkv, T] (float32). The attention rows are recomputed ``block``
-    queries at a time: memory O(B * H * block * T)."""
+    queries at a time: memory O(B * H * block * T). ``parts``: "global" or "local" alone, for
+    ablations."""
+    if parts not in ("global-local", "global", "local"):
+        raise ValueError(f"parts must be 'global-local', 'global' or 'local', got {parts!r}")
     B, Hkv, T, D = keys.shape
     if not 0 < window < T:
         raise ValueError(f"the local window ({window}) must be shorter than the {T}-token prefill")
@@ -69,7 +72,7 @@ def global_local_scores(module, hidden_states: torch.Tensor, keys: torch.Tensor,
     glo /= torch.arange(T, 0, -1, device=keys.device)  # queries that see key j: T - j
     glo, loc = glo.view(B, Hkv, G, T).mean(2), loc.view(B, Hkv, G, T).mean(2)
     scale = loc.mean(-1, keepdim=True) / glo.mean(-1, keepdim=True)
-    score = torch.maximum(glo * scale, loc)
+    score = glo if parts == "global" else loc if parts == "local" else torch.maximum(glo * scale, loc)
     if kernel > 1:  # SnapKV's pooling: a token's neighbours share its importance
         score = F.avg_pool1d(score, kernel, stride=1, padding=kernel // 2, count_include_pad=False)[..., :T]
     return score
@@ -134,7 +137,8 @@ class EMSPress(BasePress):
     keeps ``int(T * (1 - compression_ratio))`` entries per KV head on average, after the
     Global-Local score, head-wise budgets and evict-then-merge (module docstring).
 
-    window: last prefill tokens always kept, also the local score's queries. theta: merge
+    window: last prefill tokens always kept, also the local score's queries. kernel: score
+    pooling (SnapKV's; 0 or 1: none). parts: "global" or "local" alone (ablations). theta: merge
     threshold on ``relu(cos k) * relu(cos v)`` (> 1: evict without merging). adaptive:
     head-wise budgets (False: the same count per head). alpha: each head's minimum share.
     After a prefill, ``stats[layer]`` holds each KV head's kept and merged token counts."""
@@ -142,6 +146,7 @@ class EMSPress(BasePress):
     compression_ratio: float = 0.0
     window: int = 16
     kernel: int = 5
+    parts: str = "global-local"
     theta: float = 0.5
     adaptive: bool = True
     alpha: float = 0.2
@@ -150,6 +155,8 @@ class EMSPress(BasePress):
     def __post_init__(self):
         if not 0 <= self.compression_ratio < 1:
             raise ValueError(f"compression_ratio must be in [0, 1), got {self.compression_ratio!r}")
+        if self.parts not in ("global-local", "global", "local"):
+            raise ValueError(f"parts must be 'global-local', 'global' or 'local', got {self.parts!r}")
         if self.window < 1 or not 0 <= self.alpha <= 1 or self.theta < 0:
             raise ValueError(f"need window >= 1, alpha in [0, 1] and theta >= 0; got window="
                              f"{self.window}, alpha={self.alpha}, theta={self.theta}")
@@ -163,7 +170,7 @@ class EMSPress(BasePress):
                              "eager attention bypasses: load the model with attn_implementation='sdpa'")
         T = keys.shape[2]
         scores = global_local_scores(module, hidden_states, keys, kwargs["position_embeddings"], self.window,
-                                     self.kernel)
+                                     self.kernel, self.parts)
         keep = keep_mask(scores, int(T * (1 - self.compression_ratio)), self.window, self.adaptive, self.alpha)
         keys, values, valid, assign = evict_then_merge(keys, values, scores, keep, self.theta)
         self.stats[module.layer_idx] = {"kept": keep.sum(-1)[0].tolist(),

@@ -11,8 +11,8 @@ from conftest import micro64 as micro
 from conftest import random_ids as ids
 
 
-@pytest.mark.parametrize("window", [1, 8])
-def test_global_local_score_matches_eager_attention_weights(window):
+@pytest.mark.parametrize("window,parts", [(1, "global-local"), (8, "global-local"), (8, "global"), (8, "local")])
+def test_global_local_score_matches_eager_attention_weights(window, parts):
     model, _ = micro()
     x = torch.tensor([ids(50)])
     seen = {}
@@ -20,7 +20,7 @@ def test_global_local_score_matches_eager_attention_weights(window):
     def grab(module, args, kwargs, output):
         keys = kwargs["past_key_values"].layers[module.layer_idx].keys
         seen[module.layer_idx] = global_local_scores(module, kwargs["hidden_states"], keys,
-                                                     kwargs["position_embeddings"], window, block=7)
+                                                     kwargs["position_embeddings"], window, parts=parts, block=7)
     hooks = [layer.self_attn.register_forward_hook(grab, with_kwargs=True) for layer in model.model.layers]
     with torch.no_grad():
         model(x, past_key_values=DynamicCache())
@@ -36,7 +36,8 @@ def test_global_local_score_matches_eager_attention_weights(window):
     for layer, a in enumerate(attentions):
         glo = (a.sum(2) / torch.arange(T, 0, -1)).view(1, -1, G, T).mean(2)
         loc = a[:, :, -window:].sum(2).view(1, -1, G, T).mean(2)
-        expect = torch.maximum(glo * loc.mean(-1, keepdim=True) / glo.mean(-1, keepdim=True), loc)
+        expect = {"global-local": torch.maximum(glo * loc.mean(-1, keepdim=True) / glo.mean(-1, keepdim=True), loc),
+                  "global": glo, "local": loc}[parts]
         assert torch.allclose(seen[layer].double(), expect, atol=1e-6)
 
 
@@ -152,7 +153,8 @@ def test_heads_keep_different_counts_and_the_cache_holds_the_largest():
 
 @pytest.mark.parametrize("bad,match", [(dict(compression_ratio=1.0), "compression_ratio"),
                                        (dict(compression_ratio=-0.1), "compression_ratio"),
-                                       (dict(window=0), "window"), (dict(alpha=1.5), "alpha")])
+                                       (dict(window=0), "window"), (dict(alpha=1.5), "alpha"),
+                                       (dict(parts="both"), "parts")])
 def test_bad_settings_are_refused_at_once(bad, match):
     with pytest.raises(ValueError, match=match):
         EMSPress(**bad)
