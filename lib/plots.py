@@ -289,7 +289,8 @@ def ems_budget(record: dict):
     panels += [("nll", "mean NLL (nats/token)", f"continuation after {m['ppl_context']} tokens")]
     if m.get("hub"):
         panels += [("hub", "answered", record["parameters"]["hub_dataset"])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.9 * len(panels), 3.8), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.9 * len(panels) + 1.2, 3.8), dpi=110, squeeze=False,
+                             layout="constrained")
     rows = {t["method"]: t for t in m["table"]}
     for ax, (key, ylabel, title) in zip(axes[0], panels):
         for press, (colour, style) in EMS_STYLE.items():
@@ -301,7 +302,6 @@ def ems_budget(record: dict):
         _log_ticks(ax, m["budgets"])
         if key != "nll":
             ax.set_ylim(-0.02, 1.02)
-    axes[0][-1].legend(fontsize=7)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     fig.suptitle(f"EMS and baselines, {m['model']}, {record['provenance']['device']}", fontsize=9)
-    fig.tight_layout()
     return fig
