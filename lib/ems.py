@@ -10,7 +10,7 @@ parameter:
    favours early keys (they are seen by more rows), attention from the last ``window`` queries
    favours recent ones. Per KV head (query heads averaged over their group, as kvpress does)::
 
-       glo_j = (1 / (T - j)) sum_{i >= j} A_ij      loc_j = sum_{i > T - window} A_ij
+       glo_j = (1 / (T - j)) sum_{i >= j} A_ij      loc_j = sum_{i >= T - window} A_ij
        score_j = max(glo_j * mean(loc) / mean(glo), loc_j)
 
    The ``1 / (T - j)`` normalisation is kvpress ``ObservedAttentionPress``'s; the mean alignment
@@ -24,7 +24,10 @@ parameter:
    anti-similar pairs do not count as redundant, a reviewer's objection), when that similarity
    is at least ``theta``; otherwise it joins the zero class 0 and is evicted. One
    ``scatter_add`` over ``[B, H_kv, 1 + n_max, D]`` then merges every head at once: a centre
-   becomes the score-weighted mean of itself and its members; class 0 is dropped.
+   becomes the score-weighted mean of itself and its members; class 0 is dropped. Two
+   simplifications of the notes' version: there is no separate "irrelevant" group ranked by
+   score (any unkept token similar enough merges, the rest are evicted), and post-RoPE keys
+   merge at any distance (no positional limit, no re-rotation).
 4. **Ragged heads.** Heads keep different counts; the cache is padded to the layer's largest
    count ``n_max`` and the padding is masked at decode by kvpress's fake-key attention patch
    (``module.masked_key_indices``). The padding is memory held: ``kv_bytes`` counts it.
@@ -165,9 +168,6 @@ class EMSPress(BasePress):
         """keys, values [B, Hkv, T, D] -> [B, Hkv, n_max, D]; sets ``module.masked_key_indices``."""
         if self.compression_ratio == 0:
             return keys, values
-        if module.config._attn_implementation == "eager":
-            raise ValueError("EMSPress masks ragged heads through kvpress's attention patch, which "
-                             "eager attention bypasses: load the model with attn_implementation='sdpa'")
         T = keys.shape[2]
         scores = global_local_scores(module, hidden_states, keys, kwargs["position_embeddings"], self.window,
                                      self.kernel, self.parts)
@@ -176,5 +176,8 @@ class EMSPress(BasePress):
         self.stats[module.layer_idx] = {"kept": keep.sum(-1)[0].tolist(),
                                         "merged": ((assign > 0) & ~keep).sum(-1)[0].tolist()}
         pad = (~valid).nonzero(as_tuple=True)
+        if pad[0].numel() and module.config._attn_implementation == "eager":
+            raise ValueError("EMSPress masks ragged heads through kvpress's attention patch, which eager "
+                             "attention bypasses: load the model with attn_implementation='sdpa' (or adaptive=False)")
         module.masked_key_indices = pad if pad[0].numel() else None
         return keys.contiguous(), values.contiguous()

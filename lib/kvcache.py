@@ -17,6 +17,7 @@ it right after the kept entries.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import random
 from dataclasses import dataclass
 
@@ -61,6 +62,8 @@ def _cache_position(module, args, kwargs):
 def press_on(model, press):
     """``press(model)`` with the ``cache_position`` keyword kvpress expects; ``None``: the
     full cache. Checks the compression ratio and that the attention can be hooked first."""
+    for attn in attention_layers(model):  # head masks of an earlier press must not leak into this run
+        attn.masked_key_indices = None
     if press is None:
         yield
         return
@@ -176,10 +179,10 @@ def needle_items(texts: list[str], tokenizer, context_tokens: int, depths: list[
             key, value = rng.randrange(100), f"{rng.randrange(10**6):06d}"
             lines = filler_lines(texts, tokenizer, context_tokens - 16, rng)
             lines.insert(round(depth * len(lines)), f"KEY_{key} = '{value}'")
-            context = [tokenizer.eos_token_id] + tokenizer("\n".join(lines) + "\n")["input_ids"]
+            context = [tokenizer.eos_token_id] + tokenizer("\n".join(lines) + "\n", add_special_tokens=False)["input_ids"]
             items.append({"depth": depth, "context": context, "answer": f"{value}'",
                           "context_tokens": context_tokens,
-                          "question": tokenizer(f"assert KEY_{key} == '")["input_ids"]})
+                          "question": tokenizer(f"assert KEY_{key} == '", add_special_tokens=False)["input_ids"]})
     return items
 
 
@@ -217,9 +220,10 @@ def kv_items(texts: list[str], tokenizer, context_tokens: int, hops: int, n: int
             lines.insert(slot, line)
         depth = lines.index(constants[asked]) / len(lines)
         key = keys[n_keys + hops - 1] if hops else keys[asked]
-        context = [tokenizer.eos_token_id] + tokenizer("\n".join(lines) + "\n")["input_ids"]
+        context = [tokenizer.eos_token_id] + tokenizer("\n".join(lines) + "\n", add_special_tokens=False)["input_ids"]
         items.append({"depth": depth, "hops": hops, "context": context, "answer": f"{values[asked]}'",
-                      "context_tokens": context_tokens, "question": tokenizer(f"assert KEY_{key} == '")["input_ids"]})
+                      "context_tokens": context_tokens,
+                      "question": tokenizer(f"assert KEY_{key} == '", add_special_tokens=False)["input_ids"]})
     return items
 
 
@@ -254,7 +258,7 @@ def hub_items(source, tokenizer, n: int, config: str | None = None, split: str =
         if max_context_tokens and len(context) > max_context_tokens:
             continue
         answers = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
-        question = tokenizer(row["question"] + (row.get("answer_prefix") or ""))["input_ids"]
+        question = tokenizer(row["question"] + (row.get("answer_prefix") or ""), add_special_tokens=False)["input_ids"]
         items.append({"context": context, "question": question, "answers": answers, "answer": answers[0],
                       "depth": None, "context_tokens": len(context), "max_new_tokens": row.get("max_new_tokens") or
                       max(len(tokenizer(a)["input_ids"]) for a in answers) + 8})
@@ -353,12 +357,13 @@ def method_press(method: dict, context_len: int):
     budget, presses = method.get("budget"), _presses()
     if method["evict"] not in presses:
         raise ValueError(f"unknown press {method['evict']!r}: choose from {', '.join(PRESSES)}")
-    if not isinstance(budget, int) or budget < 1:
+    if not isinstance(budget, numbers.Integral) or budget < 1:
         raise ValueError(f"a press needs a budget of at least 1 entry per head, got {budget!r}")
     if budget >= context_len:
         raise ValueError(f"a budget of {budget} entries is not smaller than the "
                          f"{context_len}-token context: nothing would be evicted")
-    return presses[method["evict"]](compression_ratio=1 - budget / context_len, **options)
+    # kvpress keeps int(T * (1 - ratio)) entries: the half entry keeps exactly `budget`
+    return presses[method["evict"]](compression_ratio=1 - (budget + 0.5) / context_len, **options)
 
 
 @contextlib.contextmanager
@@ -366,7 +371,11 @@ def selecting(model, method: dict):
     """What a method needs around its run: TokenSelect when the spec has ``{"select":
     token_select kwargs}`` (yields its state, else None), eager attention for H2O (kvpress's
     ``ObservedAttentionPress`` reads the attention weights, which only eager returns)."""
-    eager = method.get("evict") == "h2o" and model.config._attn_implementation != "eager"
+    if method.get("select") and (method.get("evict") or method.get("press") or method.get("streaming")):
+        raise ValueError("a method spec either selects (TokenSelect) or evicts (a press), not both")
+    import kvpress
+    h2o = method.get("evict") == "h2o" or isinstance(method.get("press"), kvpress.ObservedAttentionPress)
+    eager = h2o and model.config._attn_implementation != "eager"
     if eager:
         previous = model.config._attn_implementation
         model.set_attn_implementation("eager")
@@ -401,8 +410,9 @@ def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict],
         n_new = item.get("max_new_tokens") or len(tokenizer(item["answer"])["input_ids"]) + 1
         for name, method in methods.items():
             with selecting(model, method) as state:
+                prefill = len(item["context"]) + (len(item["question"]) if query_aware else 0)
                 out = greedy_after(model, item["context"], item["question"], max_new_tokens=n_new,
-                                   press=method_press(method, len(item["context"])), query_aware=query_aware)
+                                   press=method_press(method, prefill), query_aware=query_aware)
             rows.append({"item": i, "method": name, "context": len(item["context"]),
                          "context_target": item.get("context_tokens"), "depth": item["depth"],
                          "ok": answered(tokenizer.decode(out), item), **_selection(state)})

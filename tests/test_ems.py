@@ -11,8 +11,9 @@ from conftest import micro64 as micro
 from conftest import random_ids as ids
 
 
-@pytest.mark.parametrize("window,parts", [(1, "global-local"), (8, "global-local"), (8, "global"), (8, "local")])
-def test_global_local_score_matches_eager_attention_weights(window, parts):
+@pytest.mark.parametrize("window,parts,kernel", [(1, "global-local", 0), (8, "global-local", 0), (8, "global", 0),
+                                                 (8, "local", 0), (8, "global-local", 5)])
+def test_global_local_score_matches_eager_attention_weights(window, parts, kernel):
     model, _ = micro()
     x = torch.tensor([ids(50)])
     seen = {}
@@ -20,7 +21,7 @@ def test_global_local_score_matches_eager_attention_weights(window, parts):
     def grab(module, args, kwargs, output):
         keys = kwargs["past_key_values"].layers[module.layer_idx].keys
         seen[module.layer_idx] = global_local_scores(module, kwargs["hidden_states"], keys,
-                                                     kwargs["position_embeddings"], window, parts=parts, block=7)
+                                                     kwargs["position_embeddings"], window, kernel, parts, block=7)
     hooks = [layer.self_attn.register_forward_hook(grab, with_kwargs=True) for layer in model.model.layers]
     with torch.no_grad():
         model(x, past_key_values=DynamicCache())
@@ -38,6 +39,8 @@ def test_global_local_score_matches_eager_attention_weights(window, parts):
         loc = a[:, :, -window:].sum(2).view(1, -1, G, T).mean(2)
         expect = {"global-local": torch.maximum(glo * loc.mean(-1, keepdim=True) / glo.mean(-1, keepdim=True), loc),
                   "global": glo, "local": loc}[parts]
+        if kernel:
+            expect = torch.nn.functional.avg_pool1d(expect, kernel, 1, kernel // 2, count_include_pad=False)
         assert torch.allclose(seen[layer].double(), expect, atol=1e-6)
 
 
@@ -147,6 +150,10 @@ def test_heads_keep_different_counts_and_the_cache_holds_the_largest():
         per_head = [n_max - int((masked[1] == h).sum()) if masked else n_max for h in range(layer.keys.shape[1])]
         assert sum(per_head) == layer.keys.shape[1] * 20  # H_kv * int(80 * 0.25) entries in all
         counts += per_head
+        for h, n in enumerate(per_head):  # the masked slots are exactly each head's zero tail
+            slots = masked[2][masked[1] == h] if masked else torch.tensor([], dtype=torch.long)
+            assert sorted(slots.tolist()) == list(range(n, n_max))
+            assert torch.all(layer.keys[0, h, n:] == 0) and torch.all(layer.keys[0, h, :n].abs().sum(-1) > 0)
     assert len(set(counts)) > 1
     assert kv_bytes(cache) >= 2 * model.config.num_hidden_layers * 2 * 20 * model.config.head_dim * 8
 
@@ -167,7 +174,9 @@ def test_a_budget_inside_the_window_and_eager_attention_are_refused():
     model.set_attn_implementation("eager")
     try:
         with pytest.raises(ValueError, match="eager"):
-            continuation_nll(model, ids(40), ids(4), press=EMSPress(compression_ratio=0.5, window=4))
+            continuation_nll(model, ids(40), ids(4), press=EMSPress(compression_ratio=0.5, window=4, alpha=0.0))
+        # the same budget for every head needs no masks, so eager attention can run it
+        continuation_nll(model, ids(40), ids(4), press=EMSPress(compression_ratio=0.5, window=4, adaptive=False))
     finally:
         model.set_attn_implementation("sdpa")
 
@@ -175,3 +184,49 @@ def test_a_budget_inside_the_window_and_eager_attention_are_refused():
 def test_ems_is_reachable_from_the_harness():
     from tokenworks import kvcache
     assert kvcache.EMSPress is EMSPress
+
+
+def test_a_ragged_ems_cache_scores_as_token_by_token_decoding():
+    """Multi-token continuations go through the harness's layer padding on top of EMS's
+    head padding; decoding one token at a time needs neither (only EMS's head masks)."""
+    model, _ = micro()
+    context, target = ids(90), ids(10, seed=6)
+    press = dict(compression_ratio=0.7, window=4, alpha=0.0)
+    nll, _ = continuation_nll(model, context, target, press=EMSPress(**press))
+    cache = DynamicCache()
+    with torch.no_grad(), press_on(model, EMSPress(**press)):
+        logits = model(torch.tensor([context]), past_key_values=cache).logits[0, -1]
+    assert len({layer.keys.shape[2] for layer in cache.layers}) > 1  # the harness has padding to add
+    ref = [-torch.log_softmax(logits.double(), -1)[target[0]]]
+    with torch.no_grad():
+        for i in range(len(target) - 1):
+            logits = model(torch.tensor([[target[i]]]), past_key_values=cache,
+                           position_ids=torch.tensor([[len(context) + i]])).logits[0, -1]
+            ref.append(-torch.log_softmax(logits.double(), -1)[target[i + 1]])
+    assert torch.allclose(nll, torch.stack(ref), atol=1e-9)
+
+
+def test_uniform_eviction_equals_a_scorer_press_on_the_same_score():
+    """EMS without head budgets and merging is top-k of its score: kvpress's ScorerPress on
+    global_local_scores (window forced in) must leave the same cache, up to order."""
+    from kvpress.presses.scorer_press import ScorerPress
+
+    class GlobalLocal(ScorerPress):
+        def score(self, module, hidden_states, keys, values, attentions, kwargs):
+            s = global_local_scores(module, hidden_states, keys, kwargs["position_embeddings"], 4, 5)
+            s[..., -4:] = float("inf")
+            return s
+    model, _ = micro()
+    context, target = ids(70), ids(8, seed=7)
+    ours, held = continuation_nll(model, context, target, press=EMSPress(0.6, window=4, theta=2.0, adaptive=False))
+    ref, held_ref = continuation_nll(model, context, target, press=GlobalLocal(0.6))
+    assert held == held_ref and torch.allclose(ours, ref, atol=1e-9)
+
+
+def test_named_ems_keeps_the_budget_per_head_on_average():
+    from tokenworks.kvcache import method_press
+    model, _ = micro()
+    press = method_press({"evict": "ems", "budget": 20, "window": 4}, 80)
+    continuation_nll(model, ids(80), ids(4, seed=8), press=press)
+    for layer in press.stats.values():
+        assert sum(layer["kept"]) == model.config.num_key_value_heads * 20

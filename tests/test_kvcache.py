@@ -268,3 +268,31 @@ def test_hub_items_score_every_reference_and_fail_clearly_offline():
         hub_items(Dataset.from_dict({"context": ["a"], "question": ["b"]}), tok, n=1)
     with pytest.raises(ValueError, match="Offline, use the generated tasks"):
         hub_items("no-such-user/no-such-dataset", tok, n=1)
+
+
+def test_query_aware_decoding_without_a_press_is_plain_greedy_decoding():
+    model, _ = micro()
+    context, question = ids(30, seed=9), ids(5, seed=10)
+    out = greedy_after(model, context, question, max_new_tokens=6, query_aware=True)
+    seq = context + question
+    for _ in range(6):
+        seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
+    assert out == seq[-6:]
+    assert greedy_after(model, context, question, max_new_tokens=6) == out  # full cache: same either way
+
+
+def test_a_spec_cannot_both_select_and_evict():
+    from tokenworks.kvcache import selecting
+    model, _ = micro()
+    with pytest.raises(ValueError, match="not both"):
+        with selecting(model, {"select": {"top_k": 4}, "evict": "snapkv", "budget": 8}):
+            pass
+
+
+def test_a_named_budget_keeps_exactly_that_many_entries():
+    from kvpress.utils import compute_n_kept
+    for T in (97, 1000, 2901, 4096, 9000):
+        for budget in (17, 64, 128, 255, 512):
+            if budget < T:
+                ratio = method_press({"evict": "snapkv", "budget": budget}, T).compression_ratio
+                assert compute_n_kept(T, ratio) == budget == int(T * (1 - ratio)), (T, budget)
