@@ -270,8 +270,12 @@ def streamingllm_stream(record: dict):
 
 
 def ems_needle(record: dict):
-    """Needle heatmaps of every method at the smallest budget."""
-    return _needle_heatmaps(record, record["metrics"]["heatmap_methods"], 4)
+    """Needle heatmaps of every press at the paper's budget, 256 entries per head (or the
+    largest run below it), beside the full cache."""
+    budgets = record["metrics"]["budgets"]
+    budget = max([b for b in budgets if b <= 256] or budgets)
+    names = ["full"] + [f"{p} {budget}" for p in record["parameters"]["presses"]]
+    return _needle_heatmaps(record, names, 5)
 
 
 EMS_STYLE = {"ems": ("tab:red", "-o"), "snapkv": ("tab:blue", "-s"), "streaming": ("tab:gray", "-v"),
