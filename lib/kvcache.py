@@ -1,5 +1,7 @@
 """KV-cache compression harness: a press compresses the cache while a context is prefilled,
-then a continuation is scored against the compressed cache (issue 3; work in progress).
+then a continuation is scored, or a question answered, against the compressed cache. Three
+tasks (``perplexity_rows``; ``needle_items`` and ``kv_items`` through ``needle_rows``; hub data
+sets through ``hub_items``), methods named by ``method_press`` and ``selecting``.
 
 Presses follow kvpress's interface (NVIDIA, Apache-2.0, https://github.com/NVIDIA/kvpress):
 ``with press(model): model(ids, past_key_values=cache)`` compresses every attention layer's
