@@ -1,0 +1,113 @@
+"""Long-context tasks for the KV-cache harness (issue 3), generated offline and
+deterministically from held-out code, or read from a hub data set: (b) needles in a haystack,
+(c) key-value retrieval and threads, and any data set in kvpress's long-context format.
+Each item is ``{"context", "question", "answer" (or "answers"), "depth", ...}`` for
+``tokenworks.kvcache.needle_rows``; ``answered`` scores a decoded answer."""
+from __future__ import annotations
+
+import random
+
+from tokenworks.zoo import filler_lines
+
+
+def needle_items(texts: list[str], tokenizer, context_tokens: int, depths: list[float],
+                 n: int, seed: int = 0) -> list[dict]:
+    """Needle in a haystack on code: ``KEY_<k> = '<6 digits>'`` at fraction ``depth`` of
+    about ``context_tokens`` tokens of held-out code (the zoo's retrieval-probe format);
+    the question ``assert KEY_<k> == '`` follows the context; the answer is the digits and
+    the quote. ``n`` items per depth; ``ids`` start with EOS, as the zoo was trained."""
+    if not all(0 <= d <= 1 for d in depths) or n < 1 or context_tokens < 32:
+        raise ValueError(f"need depths in [0, 1], n >= 1 and context_tokens >= 32; got "
+                         f"{depths}, {n}, {context_tokens}")
+    rng, items = random.Random(seed), []
+    for depth in depths:
+        for _ in range(n):
+            key, value = rng.randrange(100), f"{rng.randrange(10**6):06d}"
+            lines = filler_lines(texts, tokenizer, context_tokens - 16, rng)
+            lines.insert(round(depth * len(lines)), f"KEY_{key} = '{value}'")
+            context = [tokenizer.eos_token_id] + tokenizer("\n".join(lines) + "\n", add_special_tokens=False)["input_ids"]
+            items.append({"depth": depth, "context": context, "answer": f"{value}'",
+                          "context_tokens": context_tokens,
+                          "question": tokenizer(f"assert KEY_{key} == '", add_special_tokens=False)["input_ids"]})
+    return items
+
+
+def kv_items(texts: list[str], tokenizer, context_tokens: int, hops: int, n: int, n_keys: int = 8,
+             seed: int = 0) -> list[dict]:
+    """Key-value retrieval and thread following on code (task c; after RULER's multi-key NIAH
+    and variable tracking, and Needle Threading's threads, arXiv 2411.05000), ``n`` items.
+
+    ``n_keys`` constants ``KEY_<k> = '<6 digits>'`` at random places in about
+    ``context_tokens`` tokens of held-out code, all with the same stem (distractors for one
+    another). ``hops = 0``: the question asks for one of them (key-value retrieval).
+    ``hops = h > 0``: the asked key is the end of a thread ``KEY_a = KEY_b``, ``KEY_b =
+    KEY_c``, ..., ``h`` links after the constant it resolves to, each link later in the code
+    than the one it names (as Python needs); the model must follow it back. ``depth``: where
+    the value is, as a fraction of the context."""
+    if hops < 0 or n < 1 or n_keys < 1 or context_tokens < 32:
+        raise ValueError(f"need hops >= 0, n >= 1, n_keys >= 1 and context_tokens >= 32; got "
+                         f"{hops}, {n}, {n_keys}, {context_tokens}")
+    rng, items = random.Random(seed), []
+    for _ in range(n):
+        keys = rng.sample(range(100), n_keys + hops)
+        values = [f"{rng.randrange(10**6):06d}" for _ in range(n_keys)]
+        lines = filler_lines(texts, tokenizer, context_tokens - 12 * (n_keys + hops) - 4, rng)
+        slots = sorted(rng.sample(range(len(lines) + 1), n_keys + hops))
+        constants = [f"KEY_{k} = '{v}'" for k, v in zip(keys, values)]
+        # a thread: the value (constant 0), then its links in order, each naming the one before
+        links = [f"KEY_{keys[n_keys + i]} = KEY_{keys[n_keys + i - 1] if i else keys[0]}" for i in range(hops)]
+        asked = rng.randrange(n_keys) if hops == 0 else 0
+        ordered = set(rng.sample(range(n_keys + hops), hops + 1)) if hops else set()  # the thread's slots
+        rest = constants[1:] if hops else constants[:]
+        rng.shuffle(rest)
+        thread, rest = iter(constants[:1] + links), iter(rest)
+        placed = [next(thread) if j in ordered else next(rest) for j in range(n_keys + hops)]
+        for slot, line in sorted(zip(slots, placed), reverse=True):
+            lines.insert(slot, line)
+        depth = lines.index(constants[asked]) / len(lines)
+        key = keys[n_keys + hops - 1] if hops else keys[asked]
+        context = [tokenizer.eos_token_id] + tokenizer("\n".join(lines) + "\n", add_special_tokens=False)["input_ids"]
+        items.append({"depth": depth, "hops": hops, "context": context, "answer": f"{values[asked]}'",
+                      "context_tokens": context_tokens,
+                      "question": tokenizer(f"assert KEY_{key} == '", add_special_tokens=False)["input_ids"]})
+    return items
+
+
+def answered(text: str, item: dict) -> bool:
+    """Our items: the output starts with the answer. Hub items (``answers``): every reference
+    occurs in the output, ignoring case (RULER's ``string_match_all``, as kvpress scores it)."""
+    if "answers" in item:
+        return all(a.lower() in text.lower() for a in item["answers"])
+    return text.startswith(item["answer"])
+
+
+def hub_items(source, tokenizer, n: int, config: str | None = None, split: str = "test",
+              max_context_tokens: int | None = None) -> list[dict]:
+    """Items for ``needle_rows`` from a data set in kvpress's long-context format (columns
+    ``context``, ``question``, ``answer`` (a string or a list), optional ``answer_prefix`` and
+    ``max_new_tokens``), e.g. ``simonjegou/ruler`` (config ``"4096"``): ``source`` is a hub id
+    (loaded with ``datasets``, online) or a ``datasets.Dataset``. The first ``n`` rows whose
+    context fits ``max_context_tokens``."""
+    if isinstance(source, str):
+        from datasets import load_dataset
+        try:
+            source = load_dataset(source, config, split=split)
+        except Exception as e:  # offline, unknown id, wrong config or split
+            raise ValueError(f"could not load data set {source!r} (config {config!r}, split {split!r}): {e}. "
+                             "Offline, use the generated tasks (needle_items, kv_items).") from e
+    missing = {"context", "question", "answer"} - set(source.column_names)
+    if missing:
+        raise ValueError(f"a long-context data set needs columns context, question, answer; missing {sorted(missing)}")
+    items = []
+    for row in source:
+        context = tokenizer(row["context"])["input_ids"]
+        if max_context_tokens and len(context) > max_context_tokens:
+            continue
+        answers = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
+        question = tokenizer(row["question"] + (row.get("answer_prefix") or ""), add_special_tokens=False)["input_ids"]
+        items.append({"context": context, "question": question, "answers": answers, "answer": answers[0],
+                      "depth": None, "context_tokens": len(context), "max_new_tokens": row.get("max_new_tokens") or
+                      max(len(tokenizer(a)["input_ids"]) for a in answers) + 8})
+        if len(items) == n:
+            break
+    return items
