@@ -12,6 +12,7 @@ from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after
 
 from conftest import micro64 as micro
 from conftest import random_ids as ids
+from conftest import token_by_token_nll
 
 
 def test_full_cache_equals_a_plain_forward():
@@ -188,18 +189,9 @@ def test_layers_of_different_lengths_score_as_token_by_token_decoding():
     context, target = ids(80), ids(10, seed=3)
     press = PyramidKVPress(compression_ratio=0.5, window_size=8)
     nll, held = continuation_nll(model, context, target, press=press)
-    cache = DynamicCache()
-    with torch.no_grad(), press_on(model, press):
-        logits = model(torch.tensor([context]), past_key_values=cache).logits[0, -1]
-    lengths = [layer.keys.shape[2] for layer in cache.layers]
+    ref, lengths = token_by_token_nll(model, context, target, press)
     assert len(set(lengths)) > 1
-    ref = [-torch.log_softmax(logits.double(), -1)[target[0]]]
-    with torch.no_grad():
-        for i in range(len(target) - 1):
-            logits = model(torch.tensor([[target[i]]]), past_key_values=cache,
-                           position_ids=torch.tensor([[len(context) + i]])).logits[0, -1]
-            ref.append(-torch.log_softmax(logits.double(), -1)[target[i + 1]])
-    assert torch.allclose(nll, torch.stack(ref), atol=1e-9)
+    assert torch.allclose(nll, ref, atol=1e-9)
     per_entry = 2 * model.config.num_key_value_heads * model.config.head_dim * 8  # K and V, float64
     assert held == sum(lengths) * per_entry  # bytes the press left, not the harness's padding
 
