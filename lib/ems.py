@@ -45,6 +45,8 @@ from kvpress.presses.base_press import BasePress
 from kvpress.utils import get_prerope_query_states
 from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
 
+PARTS = ("global-local", "global", "local")  # which score: both (EMS) or one alone (ablations)
+
 
 @torch.no_grad()
 def global_local_scores(module, hidden_states: torch.Tensor, keys: torch.Tensor, position_embeddings,
@@ -53,8 +55,8 @@ def global_local_scores(module, hidden_states: torch.Tensor, keys: torch.Tensor,
     (after RoPE) -> score [B, Hkv, T] (float32). The attention rows are recomputed ``block``
     queries at a time: memory O(B * H * block * T). ``parts``: "global" or "local" alone, for
     ablations."""
-    if parts not in ("global-local", "global", "local"):
-        raise ValueError(f"parts must be 'global-local', 'global' or 'local', got {parts!r}")
+    if parts not in PARTS:
+        raise ValueError(f"parts must be one of {PARTS}, got {parts!r}")
     B, Hkv, T, D = keys.shape
     if not 0 < window < T:
         raise ValueError(f"the local window ({window}) must be shorter than the {T}-token prefill")
@@ -126,11 +128,11 @@ def evict_then_merge(keys: torch.Tensor, values: torch.Tensor, weights: torch.Te
         assign = torch.where(keep, slot, torch.where(best >= theta, centre + 1, 0))
     w = weights.float().clamp(min=1e-12)
     index = assign[..., None].expand(-1, -1, -1, D)
+    norm = w.new_zeros(B, Hkv, 1 + n_max).scatter_add_(2, assign, w).clamp(min=1e-30)[..., None]  # class weights
 
     def merged(x):  # score-weighted mean of each class: [B, Hkv, 1 + n_max, D] -> drop class 0
         total = x.new_zeros(B, Hkv, 1 + n_max, D, dtype=torch.float32).scatter_add_(2, index, w[..., None] * x.float())
-        norm = w.new_zeros(B, Hkv, 1 + n_max).scatter_add_(2, assign, w)
-        return (total / norm.clamp(min=1e-30)[..., None])[:, :, 1:].to(x.dtype)
+        return (total / norm)[:, :, 1:].to(x.dtype)
     return merged(keys), merged(values), valid, assign
 
 
@@ -158,8 +160,8 @@ class EMSPress(BasePress):
     def __post_init__(self):
         if not 0 <= self.compression_ratio < 1:
             raise ValueError(f"compression_ratio must be in [0, 1), got {self.compression_ratio!r}")
-        if self.parts not in ("global-local", "global", "local"):
-            raise ValueError(f"parts must be 'global-local', 'global' or 'local', got {self.parts!r}")
+        if self.parts not in PARTS:
+            raise ValueError(f"parts must be one of {PARTS}, got {self.parts!r}")
         if self.window < 1 or not 0 <= self.alpha <= 1 or self.theta < 0:
             raise ValueError(f"need window >= 1, alpha in [0, 1] and theta >= 0; got window="
                              f"{self.window}, alpha={self.alpha}, theta={self.theta}")

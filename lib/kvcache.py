@@ -22,19 +22,18 @@ import contextlib
 import numbers
 from dataclasses import dataclass
 
+import kvpress
 import torch
 from kvpress.presses.base_press import BasePress
 from tqdm import tqdm
 from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import rotate_half
 
+from tokenworks.ems import EMSPress
 from tokenworks.kvtasks import answered, hub_items, kv_items, needle_items  # noqa: F401 (the harness's tasks)
 
 
-def __getattr__(name):  # token_select lives in tokenworks.tokenselect, EMSPress in tokenworks.ems
-    if name == "EMSPress":
-        from tokenworks.ems import EMSPress
-        return EMSPress
+def __getattr__(name):  # token_select lives in tokenworks.tokenselect (imported on use: Triton)
     if name in ("token_select", "TokenSelectState"):
         from tokenworks import tokenselect
         return getattr(tokenselect, name)
@@ -151,7 +150,8 @@ def greedy_after(model, context: list[int], question: list[int], press=None,
     device = next(model.parameters()).device
     if query_aware:
         cache, logits, _ = _prefill(model, context + question, press)
-        feed, at, out = [int(logits.argmax())], len(context) + len(question), [int(logits.argmax())]
+        feed, at = [int(logits.argmax())], len(context) + len(question)
+        out = feed[:]
     else:
         cache, _, _ = _prefill(model, context, press)
         feed, at, out = question, len(context), []
@@ -224,18 +224,12 @@ def stream_nll(model, ids: list[int], n_sink: int, window: int, desc: str = "str
 
 # --- Running methods side by side ------------------------------------------------------------
 
-def _presses() -> dict:
-    """Press constructors by name, each taking the compression ratio and its own options."""
-    import kvpress
-
-    from tokenworks.ems import EMSPress
-    return {"ems": EMSPress, "streaming": StreamingLLMPress,  # ours
-            "snapkv": kvpress.SnapKVPress, "pyramidkv": kvpress.PyramidKVPress,
-            "adakv": lambda compression_ratio, **kw: kvpress.AdaKVPress(kvpress.SnapKVPress(compression_ratio, **kw)),
-            "h2o": kvpress.ObservedAttentionPress, "tova": kvpress.TOVAPress, "knorm": kvpress.KnormPress}
-
-
-PRESSES = ("ems", "streaming", "snapkv", "pyramidkv", "adakv", "h2o", "tova", "knorm")
+# Press constructors by name, each taking the compression ratio and its own options
+_PRESS_MAKERS = {"ems": EMSPress, "streaming": StreamingLLMPress,  # ours
+                 "snapkv": kvpress.SnapKVPress, "pyramidkv": kvpress.PyramidKVPress,
+                 "adakv": lambda compression_ratio, **kw: kvpress.AdaKVPress(kvpress.SnapKVPress(compression_ratio, **kw)),
+                 "h2o": kvpress.ObservedAttentionPress, "tova": kvpress.TOVAPress, "knorm": kvpress.KnormPress}
+PRESSES = tuple(_PRESS_MAKERS)
 
 
 def method_press(method: dict, context_len: int):
@@ -252,8 +246,8 @@ def method_press(method: dict, context_len: int):
     if "evict" not in method:
         return method.get("press")
     options = {k: v for k, v in method.items() if k not in ("evict", "budget")}
-    budget, presses = method.get("budget"), _presses()
-    if method["evict"] not in presses:
+    budget = method.get("budget")
+    if method["evict"] not in _PRESS_MAKERS:
         raise ValueError(f"unknown press {method['evict']!r}: choose from {', '.join(PRESSES)}")
     if not isinstance(budget, numbers.Integral) or budget < 1:
         raise ValueError(f"a press needs a budget of at least 1 entry per head, got {budget!r}")
@@ -261,7 +255,7 @@ def method_press(method: dict, context_len: int):
         raise ValueError(f"a budget of {budget} entries is not smaller than the "
                          f"{context_len}-token context: nothing would be evicted")
     # kvpress keeps int(T * (1 - ratio)) entries: the half entry keeps exactly `budget`
-    return presses[method["evict"]](compression_ratio=1 - (budget + 0.5) / context_len, **options)
+    return _PRESS_MAKERS[method["evict"]](compression_ratio=1 - (budget + 0.5) / context_len, **options)
 
 
 @contextlib.contextmanager
@@ -271,7 +265,6 @@ def selecting(model, method: dict):
     ``ObservedAttentionPress`` reads the attention weights, which only eager returns)."""
     if method.get("select") and (method.get("evict") or method.get("press") or method.get("streaming")):
         raise ValueError("a method spec either selects (TokenSelect) or evicts (a press), not both")
-    import kvpress
     h2o = method.get("evict") == "h2o" or isinstance(method.get("press"), kvpress.ObservedAttentionPress)
     eager = h2o and model.config._attn_implementation != "eager"
     if eager:
@@ -306,9 +299,9 @@ def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict],
     rows = []
     for i, item in enumerate(tqdm(items, desc="needles", mininterval=10)):
         n_new = item.get("max_new_tokens") or len(tokenizer(item["answer"])["input_ids"]) + 1
+        prefill = len(item["context"]) + (len(item["question"]) if query_aware else 0)
         for name, method in methods.items():
             with selecting(model, method) as state:
-                prefill = len(item["context"]) + (len(item["question"]) if query_aware else 0)
                 out = greedy_after(model, item["context"], item["question"], max_new_tokens=n_new,
                                    press=method_press(method, prefill), query_aware=query_aware)
             rows.append({"item": i, "method": name, "context": len(item["context"]),
