@@ -184,7 +184,7 @@ def gathered_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                               block_n: int = 32) -> torch.Tensor:
     """Decode attention over selected cache rows. q: [B, Hq, D]; k, v: [B, Hkv, T, D] (rows
     contiguous); idx: [B, L] integer indices in [0, T), shared by all heads (not checked here,
-    where it would cost a device sync per call; ``tokenworks.tokenselect`` builds them in
+    where it would cost a device sync per call; ``tokenworks.kvcache.tokenselect`` builds them in
     range). Returns [B, Hq, D] in q's dtype."""
     check_device(q)
     Hkv, G = _check_heads(q, k)

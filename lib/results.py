@@ -9,7 +9,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tokenworks.paths import REPO
 PACKAGES = ("torch", "transformers", "tokenizers", "triton", "nltk", "numpy")
 
 

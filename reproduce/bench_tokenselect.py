@@ -31,7 +31,7 @@ import torch
 from tokenworks.kernels.tokenselect import (gathered_decode_attention,
                                             gathered_decode_attention_reference, qk_scores,
                                             qk_scores_reference)
-from tokenworks.tokenselect import soft_vote
+from tokenworks.kvcache.tokenselect import soft_vote
 
 HQ, HKV, HD = 32, 8, 128
 

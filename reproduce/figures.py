@@ -8,20 +8,27 @@ import json
 import re
 from pathlib import Path
 
-from tokenworks import plots
+from tokenworks.bytelevel import plots as bytelevel_plots
+from tokenworks.decoding import plots as decoding_plots
+from tokenworks.kvcache import plots as kvcache_plots
+from tokenworks.metrics import plots as metrics_plots
 from tokenworks.models import ZOO, ZOO_DIR
+from tokenworks.models import plots as models_plots
 from tokenworks.results import REPO, figure_path
+from tokenworks.speculative import plots as speculative_plots
 
 # method -> {figure name: plotting function of a results record}
-FIGURES = {"tensorbleu": {"speedup": plots.tensorbleu_speedup},
-           "token_recycling": {"speedup": plots.speculative_speedup, "accepted": plots.speculative_accepted},
-           "lookahead": {"speedup": plots.speculative_speedup, "accepted": plots.speculative_accepted},
-           "cntp": {"accuracy_cost": plots.cntp_accuracy_cost},
-           "byte_level_probs": {"fim": plots.byte_level_fim},
-           "streamingllm": {"budget": plots.streamingllm_budget, "stream": plots.streamingllm_stream},
-           "ems": {"budget": plots.ems_budget, "needle": plots.ems_needle},
-           "tokenselect": {"needle": plots.tokenselect_needle, "budget": plots.tokenselect_budget,
-                           "attention_time": plots.tokenselect_attention_time}}
+FIGURES = {"tensorbleu": {"speedup": metrics_plots.tensorbleu_speedup},
+           "token_recycling": {"speedup": speculative_plots.speculative_speedup,
+                               "accepted": speculative_plots.speculative_accepted},
+           "lookahead": {"speedup": speculative_plots.speculative_speedup,
+                         "accepted": speculative_plots.speculative_accepted},
+           "cntp": {"accuracy_cost": decoding_plots.cntp_accuracy_cost},
+           "bytelevel": {"fim": bytelevel_plots.bytelevel_fim},
+           "streamingllm": {"budget": kvcache_plots.streamingllm_budget, "stream": kvcache_plots.streamingllm_stream},
+           "ems": {"budget": kvcache_plots.ems_budget, "needle": kvcache_plots.ems_needle},
+           "tokenselect": {"needle": kvcache_plots.tokenselect_needle, "budget": kvcache_plots.tokenselect_budget,
+                           "attention_time": kvcache_plots.tokenselect_attention_time}}
 PUBLISHED = "full"  # the configuration the README and figures/ report
 RETRIEVAL_TARGET = 0.9  # issue 2: what tw-code must retrieve with the full cache
 
@@ -108,7 +115,7 @@ def redraw() -> None:
     cards = [json.loads((ZOO_DIR / n / "model_card.json").read_text()) for n in ZOO
              if (ZOO_DIR / n / "model_card.json").exists()]
     if cards:
-        plots.zoo_loss(cards).savefig(REPO / "figures" / "zoo_loss.png")
+        models_plots.zoo_loss(cards).savefig(REPO / "figures" / "zoo_loss.png")
     readme = REPO / "README.md"
     text = _fill(readme.read_text(), "reproductions", reproductions_table())
     readme.write_text(_fill(text, "zoo", zoo_table()))

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from tokenworks.corpus import stdlib_corpus
+from tokenworks.models.corpus import stdlib_corpus
 from tokenworks.models import ZOO, ZOO_DIR, load_weights
-from tokenworks.zoo import bits_per_byte, retrieval_probe
+from tokenworks.models.zoo import bits_per_byte, retrieval_probe
 
 
 def main(argv=None) -> None:

@@ -27,11 +27,11 @@ import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from tokenworks.corpus import load_corpus, save_corpus, stdlib_corpus
+from tokenworks.models.corpus import load_corpus, save_corpus, stdlib_corpus
 from tokenworks.models import TOKENIZERS, ZOO, ZOO_DIR, load_weights, zoo_config
 from tokenworks.results import provenance
-from tokenworks.arith import SPLIT_SEEDS, SPLIT_SIZES, problems, split, training_text
-from tokenworks.zoo import (arith_accuracy, arith_rows, bits_per_byte, copy_probe, retrieval_probe,
+from tokenworks.decoding.arith import SPLIT_SEEDS, SPLIT_SIZES, problems, split, training_text
+from tokenworks.models.zoo import (arith_accuracy, arith_rows, bits_per_byte, copy_probe, retrieval_probe,
                             train_tokenizer, training_rows)
 
 # Training schedule per model: stages of (sequence length, batch rows, steps). The long
@@ -316,7 +316,7 @@ def model_card_markdown(card: dict) -> str:
              f"tokenizer `{card['tokenizer']}` ({card['config']['vocab_size']} ids), "
              f"context {card['config']['max_position_embeddings']}.", "",
              f"- Trained on {t['tokens_seen_total'] / 1e6:.1f}M tokens of "
-             + ("fresh arithmetic word problems (`tokenworks.arith`; validation and test "
+             + ("fresh arithmetic word problems (`tokenworks.decoding.arith`; validation and test "
                 "questions excluded)" if t.get("data") == "arith" else
                 f"the CPython {card['corpus']['python']} standard library (corpus sha256 "
                 f"`{card['corpus']['sha256'][:16]}…`)")

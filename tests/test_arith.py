@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tokenworks.arith import (SPLIT_SIZES, extract_answer, problem, problems, prompt, split,
+from tokenworks.decoding.arith import (SPLIT_SIZES, extract_answer, problem, problems, prompt, split,
                               training_text)
 
 

@@ -1,4 +1,4 @@
-"""The byte-level experiments' pieces (tokenworks.bytelevel_eval) and ByteLM's KV cache and
+"""The byte-level experiments' pieces (tokenworks.bytelevel.tasks) and ByteLM's KV cache and
 ensemble, on tw-micro."""
 import copy
 import functools
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from tokenworks import bytelevel_eval as ev
+from tokenworks.bytelevel import tasks as ev
 from tokenworks.bytelevel import END, ByteEnsemble, ByteLM, decode_bytes
-from tokenworks.corpus import stdlib_corpus
+from tokenworks.models.corpus import stdlib_corpus
 from tokenworks.models import load
 
 PROMPT = b"import os\n\n\ndef join(a, b):\n    return os.path.join(a, b)\n\n\nclass Path:\n    def __init__(self, p"

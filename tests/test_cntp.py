@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers.generation.logits_process import TopPLogitsWarper
 
-from tokenworks.decoding import (entropy, generate, majority_vote, n_trials, punctuation_ids,
+from tokenworks.decoding import (decode, entropy, majority_vote, n_trials, punctuation_ids,
                                  warp)
-from tokenworks import cntp
+from tokenworks.decoding import tasks as cntp
 from tokenworks.models import load
 
 
@@ -45,9 +45,9 @@ def test_warp_edges_and_entropy():
 def test_cntp_on_a_near_zero_entropy_distribution_is_greedy():
     model, tok = micro()
     prompt = tok("def main():\n    ")["input_ids"]
-    greedy = generate(model, prompt, "greedy", max_new_tokens=24).tokens
+    greedy = decode(model, prompt, "greedy", max_new_tokens=24).tokens
     for temperature, top_p in [(0.0, 1.0), (1.0, 0.01), (0.3, 0.02)]:
-        out = generate(model, prompt, "cntp", max_new_tokens=24, temperature=temperature, top_p=top_p,
+        out = decode(model, prompt, "cntp", max_new_tokens=24, temperature=temperature, top_p=top_p,
                        generator=torch.Generator().manual_seed(1), stop_ids=punctuation_ids(tok))
         assert out.tokens == greedy and set(out.trials) == {1}
 
@@ -58,7 +58,7 @@ def test_same_seed_same_output_and_trials_happen():
     stops = punctuation_ids(tok)
 
     def run(strategy, seed):
-        return generate(model, prompt, strategy, max_new_tokens=12, temperature=1.2, top_p=0.95,
+        return decode(model, prompt, strategy, max_new_tokens=12, temperature=1.2, top_p=0.95,
                         generator=torch.Generator().manual_seed(seed), stop_ids=stops)
     for strategy in ("sample", "cntp"):
         a, b = run(strategy, 0), run(strategy, 0)
@@ -88,10 +88,10 @@ def test_bad_input_fails_clearly(kwargs, message):
     args = dict(strategy="sample", temperature=1.0, top_p=0.9, generator=torch.Generator(), stop_ids={1})
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
-        generate(model, [1, 2, 3], max_new_tokens=4, **args)
+        decode(model, [1, 2, 3], max_new_tokens=4, **args)
 
 
-# --- the experiment (tokenworks.cntp) ---------------------------------------------------------
+# --- the experiment (tokenworks.decoding.tasks) ---------------------------------------------------------
 
 def _chain(answer, target, forwards=10):
     return {"answer": answer, "correct": answer == target, "forwards": forwards, "tokens": forwards}
@@ -145,10 +145,10 @@ def test_run_is_deterministic_and_one_line():
 def test_a_set_of_end_ids_stops_generation():
     model, tok = micro()
     prompt = tok("def main():\n")["input_ids"]
-    free = generate(model, prompt, "greedy", max_new_tokens=20).tokens
+    free = decode(model, prompt, "greedy", max_new_tokens=20).tokens
     stop = free[3]
-    out = generate(model, prompt, "greedy", max_new_tokens=20, eos_token_id={stop, -1}).tokens
+    out = decode(model, prompt, "greedy", max_new_tokens=20, eos_token_id={stop, -1}).tokens
     assert out == free[:free.index(stop) + 1]
-    assert generate(model, prompt, "greedy", max_new_tokens=20, eos_token_id=stop).tokens == out
-    lines = generate(model, prompt, "greedy", max_new_tokens=20, eos_token_id=cntp.newline_ids(tok)).tokens
+    assert decode(model, prompt, "greedy", max_new_tokens=20, eos_token_id=stop).tokens == out
+    lines = decode(model, prompt, "greedy", max_new_tokens=20, eos_token_id=cntp.newline_ids(tok)).tokens
     assert "\n" not in tok.decode(lines[:-1]) and (len(lines) == 20 or "\n" in tok.decode(lines[-1:]))

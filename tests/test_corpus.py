@@ -1,5 +1,5 @@
 """The corpus split is a pure function of the path; the corpus hash pins the contents."""
-from tokenworks.corpus import Corpus, load_corpus, save_corpus, split_of, stdlib_corpus
+from tokenworks.models.corpus import Corpus, load_corpus, save_corpus, split_of, stdlib_corpus
 
 
 def test_split_is_stable_and_roughly_90_5_5():

@@ -1,10 +1,10 @@
-"""EMS (tokenworks.ems): the Global-Local score against eager attention weights, one scatter-add
+"""EMS (tokenworks.kvcache.ems): the Global-Local score against eager attention weights, one scatter-add
 against a per-head loop, masked padding, the full-cache invariant and bad input; on tw-micro."""
 import pytest
 import torch
 from transformers import DynamicCache
 
-from tokenworks.ems import EMSPress, evict_then_merge, global_local_scores, keep_mask
+from tokenworks.kvcache.ems import EMSPress, evict_then_merge, global_local_scores, keep_mask
 from tokenworks.kvcache import continuation_nll, kv_bytes, press_on
 
 from conftest import micro64 as micro

@@ -4,7 +4,7 @@ import torch
 from kvpress import KnormPress, SnapKVPress, StreamingLLMPress
 from transformers import DynamicCache
 
-from tokenworks.corpus import stdlib_corpus
+from tokenworks.models.corpus import stdlib_corpus
 from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
 from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, method_press,
                                 needle_items, needle_rows, perplexity_rows, press_on, recompute_nll, rerotate,

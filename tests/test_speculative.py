@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from tokenworks.corpus import stdlib_corpus
+from tokenworks.models.corpus import stdlib_corpus
 from tokenworks.models import load
 from tokenworks.speculative import METHODS, DraftTree, generate, make_drafter
 from tokenworks.speculative.engine import Greedy, _compact, run

@@ -8,7 +8,7 @@ from transformers import DynamicCache
 
 from tokenworks.kvcache import continuation_nll, token_select
 from tokenworks.models import load
-from tokenworks.tokenselect import TokenSelectState, _attention
+from tokenworks.kvcache.tokenselect import TokenSelectState, _attention
 
 
 @functools.lru_cache(maxsize=None)

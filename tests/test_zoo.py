@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tokenworks.models import load
-from tokenworks.zoo import (EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, bits_per_byte, fim_text,
+from tokenworks.models.zoo import (EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, bits_per_byte, fim_text,
                             repeat_spans, retrieval_probe, training_rows, with_constants)
 
 TEXT = "def f(x):\n    return x + 1\n\nprint(f(2))\n"

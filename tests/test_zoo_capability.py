@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from tokenworks.corpus import stdlib_corpus
+from tokenworks.models.corpus import stdlib_corpus
 from tokenworks.models import ZOO_DIR, load
-from tokenworks.arith import split
-from tokenworks.zoo import arith_accuracy, bits_per_byte, copy_probe, retrieval_probe
+from tokenworks.decoding.arith import split
+from tokenworks.models.zoo import arith_accuracy, bits_per_byte, copy_probe, retrieval_probe
 
 CARD = json.loads((ZOO_DIR / "tw-code" / "model_card.json").read_text())
 

@@ -16,7 +16,7 @@ import ast
 import random
 import re
 
-from tokenworks.corpus import function_nodes
+from tokenworks.models.corpus import function_nodes
 
 CATEGORIES = ("function", "continuation", "copy_edit", "docstring")
 

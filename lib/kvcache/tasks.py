@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import random
 
-from tokenworks.zoo import filler_lines
+from tqdm import tqdm
+
+from tokenworks.kvcache.harness import continuation_nll, greedy_after, method_press, selecting
+from tokenworks.models.zoo import filler_lines
 
 
 def needle_items(texts: list[str], tokenizer, context_tokens: int, depths: list[float],
@@ -111,3 +114,44 @@ def hub_items(source, tokenizer, n: int, config: str | None = None, split: str =
         if len(items) == n:
             break
     return items
+
+
+def _selection(state) -> dict:
+    """The share of the visible cache read, and of selections reused, by TokenSelect queries."""
+    if state is None:
+        return {"read": None, "reused": None}
+    looked = state.selected + state.reused
+    return {"read": state.attended / state.visible, "reused": state.reused / looked if looked else 0.0}
+
+
+def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict],
+                query_aware: bool = False) -> list[dict]:
+    """Greedy answers to ``needle_items`` under every method spec (see ``method_press``,
+    ``selecting``); one row per (item, method) with ``ok`` and, for TokenSelect, the share of
+    the visible cache that the question's and answer's queries read and of their selections
+    that were reused (``_selection``)."""
+    rows = []
+    for i, item in enumerate(tqdm(items, desc="needles", mininterval=10)):
+        n_new = item.get("max_new_tokens") or len(tokenizer(item["answer"])["input_ids"]) + 1
+        prefill = len(item["context"]) + (len(item["question"]) if query_aware else 0)
+        for name, method in methods.items():
+            with selecting(model, method) as state:
+                out = greedy_after(model, item["context"], item["question"], max_new_tokens=n_new,
+                                   press=method_press(method, prefill), query_aware=query_aware)
+            rows.append({"item": i, "method": name, "context": len(item["context"]),
+                         "context_target": item.get("context_tokens"), "depth": item["depth"],
+                         "ok": answered(tokenizer.decode(out), item), **_selection(state)})
+    return rows
+
+
+def perplexity_rows(model, streams: list[tuple[list[int], list[int]]], methods: dict[str, dict]) -> list[dict]:
+    """NLL of each (context, target) stream's target under every method spec, with the KV
+    bytes held after the prefill and TokenSelect's ``_selection`` shares."""
+    rows = []
+    for i, (context, target) in enumerate(tqdm(streams, desc="perplexity", mininterval=10)):
+        for name, method in methods.items():
+            with selecting(model, method) as state:
+                nll, held = continuation_nll(model, context, target, press=method_press(method, len(context)))
+            rows.append({"stream": i, "method": name, "nll": nll.mean().item(), "tokens": len(target),
+                         "kv_bytes": held, **_selection(state)})
+    return rows

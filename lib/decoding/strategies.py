@@ -1,30 +1,20 @@
-"""Decoding strategies for one prompt: greedy, temperature + top-p sampling, Cautious Next
-Token Prediction (CNTP; Wang et al. 2025, arXiv 2507.03038, github.com/wyzjack/CNTP), and
-self-consistency (majority vote over samples; Wang et al. 2023, arXiv 2203.11171).
-
-CNTP, per step (§3 of the paper; ``_sample_reflect_perplexity`` in the reference code):
-
-1. warp the next-token distribution (temperature, then top-p) and take its entropy ``H`` in nats;
-2. ``N = int(1 + (N_max - 1) * clamp((H - H_low) / (H_high - H_low), 0, 1))`` trials
-   (defaults ``H_low = 0.01``, ``H_high = 1.5``, ``N_max = 10``);
-3. ``N == 1``: sample one token as usual. Otherwise sample ``N`` independent continuations,
-   each until a punctuation token or EOS, and keep the one with the lowest perplexity
-   ``exp(-mean log p)`` under the warped distribution.
+"""Decoding strategies for one prompt, registered in ``STRATEGIES``: greedy, temperature +
+top-p sampling, and Cautious Next Token Prediction (``tokenworks.decoding.cntp``); and
+self-consistency over sampled answers (``majority_vote``; Wang et al. 2023, arXiv 2203.11171).
 
 Every sampler takes an explicit ``torch.Generator``: a fixed seed gives the same output.
-Trials run one after another on a copy of the KV cache, as in the reference code.
 """
 from __future__ import annotations
 
 import copy
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 
+from tokenworks.decoding.cntp import cautious_step, entropy, n_trials
+
 STRATEGIES = ("greedy", "sample", "cntp")
-PUNCTUATION = (".", ",", "\n", "?", "!", ":", ";", ")", "]", "}")
 
 
 def check_sampling(temperature: float, top_p: float) -> None:
@@ -52,18 +42,6 @@ def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor
         probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
         probs /= probs.sum()
     return probs
-
-
-def entropy(probs: torch.Tensor) -> float:
-    """Entropy in nats of a probability vector."""
-    p = probs[probs > 0]
-    return float(-(p * p.log()).sum())
-
-
-def n_trials(h: float, h_low: float = 0.01, h_high: float = 1.5, n_max: int = 10) -> int:
-    """CNTP's trial count: ``int(1 + (n_max - 1) * clamp((h - h_low) / (h_high - h_low), 0, 1))``."""
-    u = min(1.0, max(0.0, (h - h_low) / (h_high - h_low)))
-    return int(1 + (n_max - 1) * u)
 
 
 @dataclass
@@ -99,10 +77,10 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> int:
     return int(torch.multinomial(probs.float().cpu(), 1, generator=generator))
 
 
-def generate(model, prompt: list[int], strategy: str = "greedy", max_new_tokens: int = 256,
-             temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-             eos_token_id: int | set[int] | None = None, stop_ids: set[int] | None = None,
-             h_low: float = 0.01, h_high: float = 1.5, n_max: int = 10) -> Decoded:
+def decode(model, prompt: list[int], strategy: str = "greedy", max_new_tokens: int = 256,
+           temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
+           eos_token_id: int | set[int] | None = None, stop_ids: set[int] | None = None,
+           h_low: float = 0.01, h_high: float = 1.5, n_max: int = 10) -> Decoded:
     """Decode ``prompt`` (token ids) with ``strategy`` in ``STRATEGIES``.
 
     ``eos_token_id``: one id or a set of ids that end the output (e.g. every token holding a
@@ -145,34 +123,14 @@ def generate(model, prompt: list[int], strategy: str = "greedy", max_new_tokens:
             out.tokens.append(token)
             lm.push([token])
             continue
-        best = None
-        for _ in range(n):  # independent trials, each to the next punctuation token
-            trial, span, logp = lm.fork(), [], 0.0
-            p = probs
-            while True:
-                token = _draw(p, generator)
-                span.append(token)
-                logp += math.log(float(p[token]))
-                if token in stop_ids or done(out.tokens + span):
-                    break
-                trial.push([token])
-                p = warp(trial.logits, temperature, top_p)
-            ppl = math.exp(-logp / len(span))
-            if best is None or ppl < best[0]:
-                best = (ppl, span, trial)
-        _, span, lm = best  # adopt the chosen trial's cache
+        span, lm = cautious_step(lm, probs, n, generator, stop_ids, lambda span: done(out.tokens + span),
+                                 temperature, top_p)
         out.tokens += span
         if not done(out.tokens):
             lm.push([span[-1]])
     out.forwards = counter["forwards"]
     out.tokens = out.tokens[:max_new_tokens]
     return out
-
-
-def punctuation_ids(tokenizer, marks=PUNCTUATION) -> set[int]:
-    """Token ids that end a CNTP trial: the first id of each punctuation mark, as in the
-    reference code (merged tokens such as ``'.\\n'`` do not stop a trial)."""
-    return {tokenizer(m, add_special_tokens=False)["input_ids"][0] for m in marks}
 
 
 def majority_vote(answers: list) -> object:

@@ -1,9 +1,9 @@
-"""The byte-level probability experiments (notebooks/byte_level_probs.ipynb); the method is
+"""The byte-level probability experiments (notebooks/bytelevel.ipynb); the method is
 in ``tokenworks.bytelevel``.
 
 1. Fill-in-the-middle with prompts that end inside a token (the paper's random-span
    infilling, on held-out stdlib functions): token-level greedy decoding, token healing and
-   byte-level greedy decoding, in PSM and SPM formats (the zoo's FIM formats: ``tokenworks.zoo``).
+   byte-level greedy decoding, in PSM and SPM formats (the zoo's FIM formats: ``tokenworks.models.zoo``).
    In SPM the prefix and the middle form one tokenized segment, so a prefix cut inside a token
    ends on a token the model never saw there; in PSM the middle starts a fresh segment after
    the middle sentinel, so PSM is the control.
@@ -26,10 +26,11 @@ import torch
 from tqdm import tqdm
 from transformers import DynamicCache
 
-from tokenworks.bytelevel import END, ByteEnsemble, ByteLM
-from tokenworks.cntp import bootstrap
-from tokenworks.corpus import function_nodes
-from tokenworks.zoo import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+from tokenworks.bytelevel.bytelm import END, ByteLM
+from tokenworks.bytelevel.ensemble import ByteEnsemble
+from tokenworks.stats import bootstrap
+from tokenworks.models.corpus import function_nodes
+from tokenworks.models.zoo import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 FORMATS = ("psm", "spm")
 METHODS = ("token", "healing", "byte", "ensemble")
@@ -92,7 +93,7 @@ def fim_prompt(tokenizer, item: dict, fmt: str,
                sentinels: tuple[str, str, str] = (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)):
     """(token context, byte prompt): PSM ``<pre> prefix <suf> suffix <mid>`` with an empty
     byte prompt; SPM ``<pre> <suf> suffix <mid>`` with the prefix as the byte prompt (it and
-    the middle form one segment, as in training: ``tokenworks.zoo.fim_text``)."""
+    the middle form one segment, as in training: ``tokenworks.models.zoo.fim_text``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown FIM format {fmt!r}; choose one of {FORMATS}")
     ids = [tokenizer.convert_tokens_to_ids(s) for s in sentinels]
@@ -227,7 +228,7 @@ def snippets(texts: list[str], n: int, n_bytes: int, seed: int = 0) -> list[byte
     raise ValueError(f"found {len(out)} of {n} snippets of {n_bytes} bytes")
 
 
-def bits_per_byte(logps: list[float]) -> float:
+def mean_bits(logps: list[float]) -> float:
     return -sum(logps) / len(logps) / math.log(2)
 
 
@@ -272,7 +273,7 @@ def compare_with_genlm(lm: ByteLM, data: bytes, K: int = 5) -> dict:
     n = len(data) + 1
     return {"K": K, "bytes": len(data), "mean_tv": sum(tv) / n, "max_tv": max(tv),
             "argmax_agree": sum(int(a.argmax()) == int(b.argmax()) for a, b in zip(ours, theirs)) / n,
-            "bpb_ours": bits_per_byte([float(o[b]) for o, b in zip(ours, data)]),
-            "bpb_genlm": bits_per_byte([float(t[b]) for t, b in zip(theirs, data)]),
+            "bpb_ours": mean_bits([float(o[b]) for o, b in zip(ours, data)]),
+            "bpb_genlm": mean_bits([float(t[b]) for t, b in zip(theirs, data)]),
             "end_ours": float(ours[-1][END].exp()), "end_genlm": float(theirs[-1][END].exp()),
             "s_per_byte_ours": ours_s / n, "s_per_byte_genlm": theirs_s / n}

@@ -1,6 +1,6 @@
 """The CNTP experiment: decoding strategies side by side on held-out tasks, with bootstrap CIs.
 
-Strategies (the method itself is in ``tokenworks.decoding``):
+Its arms (``ARMS``; the method itself is ``tokenworks.decoding.cntp``):
 
 * ``greedy``: one chain, argmax.
 * ``sample``: temperature + top-p, ``k`` chains with different seeds; accuracy is the mean
@@ -21,9 +21,11 @@ import statistics
 import torch
 from tqdm import tqdm
 
-from tokenworks.decoding import generate, majority_vote, punctuation_ids
+from tokenworks.decoding.cntp import punctuation_ids
+from tokenworks.decoding.strategies import decode, majority_vote
+from tokenworks.stats import bootstrap
 
-STRATEGIES = ("greedy", "sample", "cntp", "sc", "cntp_sc")
+ARMS = ("greedy", "sample", "cntp", "sc", "cntp_sc")
 
 
 def newline_ids(tokenizer) -> set[int]:
@@ -53,7 +55,7 @@ def run(model, tokenizer, items: list[dict], answer, *, k: int = 8, temperature:
             chains = []
             for j in range(1 if strategy == "greedy" else k):
                 gen = torch.Generator().manual_seed((seed * 1_000_003 + i) * 1_009 + j)
-                out = generate(model, ids, strategy, max_new_tokens=max_new_tokens,
+                out = decode(model, ids, strategy, max_new_tokens=max_new_tokens,
                                temperature=temperature, top_p=top_p, generator=gen,
                                eos_token_id=ends, stop_ids=stops)
                 a = answer(tokenizer.decode(out.tokens, skip_special_tokens=True))
@@ -100,7 +102,7 @@ def first_line(text: str) -> str:
 
 def scores(rows: list[dict]) -> dict[str, list[float]]:
     """Per-item score of each strategy (a chain mean for ``sample``/``cntp``, 0/1 otherwise)."""
-    out = {s: [] for s in STRATEGIES}
+    out = {s: [] for s in ARMS}
     for r in rows:
         out["greedy"].append(float(r["greedy"][0]["correct"]))
         for s in ("sample", "cntp"):
@@ -110,24 +112,12 @@ def scores(rows: list[dict]) -> dict[str, list[float]]:
     return out
 
 
-def bootstrap(values: list[float], other: list[float] | None = None, n: int = 2000,
-              seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the mean of ``values`` (or of ``values - other``, paired)
-    over ``n`` resamples of the items."""
-    v = torch.tensor(values, dtype=torch.float64)
-    if other is not None:
-        v = v - torch.tensor(other, dtype=torch.float64)
-    idx = torch.randint(len(v), (n, len(v)), generator=torch.Generator().manual_seed(seed))
-    means = v[idx].mean(1)
-    return float(means.quantile(0.025)), float(means.quantile(0.975))
-
-
 def summarize(rows: list[dict]) -> list[dict]:
     """Accuracy with its 95% bootstrap interval, and cost, per strategy."""
     sc = scores(rows)
     k = len(rows[0]["sample"])
     out = []
-    for s in STRATEGIES:
+    for s in ARMS:
         chains = {"greedy": "greedy", "sample": "sample", "cntp": "cntp", "sc": "sample",
                   "cntp_sc": "cntp"}[s]
         per_answer = k if s in ("sc", "cntp_sc") else 1  # a vote pays for all its chains

@@ -2,150 +2,8 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import matplotlib.ticker
 
-
-def _log_ticks(ax, ticks, labels=None):
-    """Ticks at the measured x values of a log axis, without minor labels."""
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks(ticks, labels=labels or [str(t) for t in ticks])
-
-
-def tensorbleu_speedup(record: dict):
-    """Speed-up over the NLTK loop against batch size: colour per counting, line style per length."""
-    rows = record["metrics"]["benchmark"]
-    labels = {"sort": "ours (packed keys, sort)", "unique": "paper (unique + bincount)",
-              "triton": "Triton kernel"}
-    colours = {"sort": "tab:blue", "unique": "tab:red", "triton": "tab:green"}
-    lengths = sorted({r["length"] for r in rows})
-    styles = ["-o", "--s", ":^", "-.v"]
-    batches = sorted({r["batch"] for r in rows})
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
-    for variant in labels:
-        for length, style in zip(lengths, styles):
-            pts = sorted((r["batch"], r["nltk_s"] / r[f"{variant}_s"]) for r in rows
-                         if r["length"] == length and r.get(f"{variant}_s"))
-            if pts:
-                x, y = zip(*pts)
-                ax.plot(x, y, style, color=colours[variant], label=f"{labels[variant]}, {length} tokens")
-    ax.axhline(1, color="grey", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="speed-up over the NLTK loop (x)",
-           title=f"TensorBLEU, {record['provenance']['device']}")
-    _log_ticks(ax, batches)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def zoo_loss(cards: list[dict]):
-    """Training loss of each zoo model against tokens seen."""
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
-    for card in cards:
-        hist = card["training"]["loss_history"]
-        stages = card["training"]["stages"]
-        tokens_per_step = {s: b * s for s, b, _ in stages}
-        seen, xs = 0, []
-        prev = 0
-        for step, _, seq in hist:
-            seen += (step - prev) * tokens_per_step[seq]
-            prev = step
-            xs.append(seen / 1e6)
-        ax.plot(xs, [h[1] for h in hist], label=card["name"], lw=1)
-    ax.set(xlabel="training tokens (M)", ylabel="cross-entropy (nats/token)", title="Zoo training loss")
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def speculative_speedup(record: dict):
-    """Two panels per category: wall-clock speed-up over greedy, and mean accepted tokens."""
-    rows = [r for r in record["metrics"]["by_method"] if r["method"] != "greedy"]
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    cats = list(dict.fromkeys(r["category"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
-    width = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        by_cat = {r["category"]: r for r in rows if r["method"] == m}
-        x = [c + (i - (len(methods) - 1) / 2) * width for c in range(len(cats))]
-        colour = f"C{i}"  # the same colour for a method in both panels
-        axes[0].bar(x, [by_cat[c]["speedup"] for c in cats], width, label=m, color=colour)
-        if any(by_cat[c]["mean_accepted"] for c in cats):
-            axes[1].bar(x, [by_cat[c]["mean_accepted"] or 0 for c in cats], width, label=m, color=colour)
-    axes[0].axhline(1, color="grey", lw=0.8)
-    axes[0].set(ylabel="speed-up over our greedy loop (x)", title="wall clock, side by side")
-    axes[1].axhline(1, color="grey", lw=0.8)
-    axes[1].set(ylabel="mean accepted tokens per step", title="tokens per verification step (ours only)")
-    for ax in axes:
-        ax.set_xticks(range(len(cats)), cats, rotation=20)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{record['parameters']['model']}, {record['provenance']['device']}", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def speculative_accepted(record: dict):
-    """Histogram of tokens accepted per step (bonus token included), one line per method."""
-    hist = record["metrics"]["accepted_histogram"]
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
-    for m, counts in hist.items():
-        total = sum(counts.values())
-        xs = sorted(int(k) for k in counts)
-        ax.plot(xs, [counts[str(x)] / total for x in xs], "-o", ms=3, label=m)
-    ax.set(yscale="log", xlabel="tokens accepted in one step", ylabel="share of steps",
-           title="Accepted length per verification step")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def cntp_accuracy_cost(record: dict):
-    """Accuracy (95% bootstrap interval) against model forwards per answer, one panel per task."""
-    tasks = record["metrics"]["tasks"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4), dpi=110, squeeze=False)
-    colours = {"greedy": "black", "sample": "tab:blue", "cntp": "tab:red", "sc": "tab:cyan",
-               "cntp_sc": "tab:orange"}
-    for ax, (task, res) in zip(axes[0], tasks.items()):
-        for s in res["summary"]:
-            x, y = s["forwards_per_answer"], 100 * s["accuracy"]
-            err = [[y - 100 * s["ci_low"]], [100 * s["ci_high"] - y]]
-            ax.errorbar([x], [y], yerr=err, fmt="o", capsize=3, color=colours[s["strategy"]],
-                        label=s["strategy"])
-        ax.set(xscale="log", xlabel="model forwards per answer (log)", ylabel="accuracy (%)",
-               title=f"{task} ({res['model']}, {res['n']} items)")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.legend(fontsize=8)
-    fig.suptitle(f"CNTP vs. greedy, sampling and self-consistency, {record['provenance']['device']}",
-                 fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def byte_level_fim(record: dict):
-    """Edit similarity of the filled middle (95% interval) per FIM format and decoding method,
-    and model calls per generated byte."""
-    rows = record["metrics"]["fim"]["summary"]
-    colours = {"token": "tab:gray", "healing": "tab:blue", "byte": "tab:red", "ensemble": "tab:orange"}
-    fig, (ax, cost) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
-    labels = [f"{r['format'].upper()}\n{r['method']}" for r in rows]
-    for i, r in enumerate(rows):
-        y = r["edit_similarity"]
-        ax.bar(i, y, color=colours[r["method"]], yerr=[[y - r["edit_low"]], [r["edit_high"] - y]], capsize=3)
-        cost.bar(i, r["calls_per_byte"], color=colours[r["method"]])
-    for a in (ax, cost):
-        a.set_xticks(range(len(rows)), labels, fontsize=8)
-    ax.set(ylabel="edit similarity of the middle", ylim=(0, 1),
-           title=f"random-span FIM, {record['metrics']['fim']['model']}, {rows[0]['n']} items")
-    cost.set(ylabel="model calls per generated byte", title="cost")
-    fig.suptitle(f"token-level vs. token healing vs. exact byte-level decoding, {record['provenance']['device']}",
-                 fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def _mean(values):
-    values = list(values)
-    return sum(values) / len(values) if values else float("nan")
+from tokenworks.style import log_ticks, mean_or_nan
 
 
 def _needle_heatmaps(record: dict, names: list[str], ncols: int):
@@ -159,7 +17,7 @@ def _needle_heatmaps(record: dict, names: list[str], ncols: int):
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
-        grid = [[_mean(r["ok"] for r in m["needles"] if r["method"] == name and r["context_target"] == c
+        grid = [[mean_or_nan(r["ok"] for r in m["needles"] if r["method"] == name and r["context_target"] == c
                        and r["depth"] == d) for c in contexts] for d in depths]
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
         for i, row in enumerate(grid):
@@ -190,18 +48,18 @@ def tokenselect_budget(record: dict):
         if not names:
             continue
         x = [b for b, _ in names]
-        acc.plot(x, [_mean(r["ok"] for r in m["needles"] if r["method"] == n) for _, n in names], "-o",
+        acc.plot(x, [mean_or_nan(r["ok"] for r in m["needles"] if r["method"] == n) for _, n in names], "-o",
                  color=colour, label=label)
-        nll.plot(x, [_mean(r["nll"] for r in m["perplexity"] if r["method"] == n) for _, n in names], "-o",
+        nll.plot(x, [mean_or_nan(r["nll"] for r in m["perplexity"] if r["method"] == n) for _, n in names], "-o",
                  color=colour, label=label)
-    acc.axhline(_mean(r["ok"] for r in m["needles"] if r["method"] == "full"), color="k", ls="--", label="full cache")
-    nll.axhline(_mean(r["nll"] for r in m["perplexity"] if r["method"] == "full"), color="k", ls="--", label="full cache")
+    acc.axhline(mean_or_nan(r["ok"] for r in m["needles"] if r["method"] == "full"), color="k", ls="--", label="full cache")
+    nll.axhline(mean_or_nan(r["nll"] for r in m["perplexity"] if r["method"] == "full"), color="k", ls="--", label="full cache")
     acc.set(xscale="log", xlabel="attended cache entries per query", ylabel="needles retrieved", ylim=(-0.02, 1.02),
             title="needle in a haystack")
     nll.set(xscale="log", xlabel="attended cache entries per query", ylabel="mean NLL (nats/token)",
             title=f"continuation after {m['ppl_context']} tokens")
     for a in (acc, nll):
-        _log_ticks(a, budgets)
+        log_ticks(a, budgets)
     acc.legend(fontsize=7)
     fig.suptitle(f"TokenSelect vs. StreamingLLM at equal attended budgets, {m['model']}, "
                  f"{record['provenance']['device']}", fontsize=9)
@@ -228,7 +86,7 @@ def tokenselect_attention_time(record: dict):
     ax.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="ms per layer and decode step",
            title=f"one 7B-like layer (32 query / 8 KV heads, dim 128, fp16), {gpu['device']}")
     ax.title.set_fontsize(9)
-    _log_ticks(ax, x, [f"{c // 1024}k" for c in x])
+    log_ticks(ax, x, [f"{c // 1024}k" for c in x])
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -247,7 +105,7 @@ def streamingllm_budget(record: dict):
         ax.plot(*zip(*pts), style, label=method)
     ax.set(xscale="log", xlabel="KV cache budget (entries)", ylabel="mean NLL after the first eviction (nats/token)",
            title=f"{m['model']}, {m['n_streams']} streams of {m['stream_tokens']} tokens, {record['provenance']['device']}")
-    _log_ticks(ax, budgets)
+    log_ticks(ax, budgets)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -303,7 +161,7 @@ def ems_budget(record: dict):
                 ax.plot(*zip(*pts), style, color=colour, label=press, ms=4)
         ax.axhline(rows["full"][key], color="k", ls="--", lw=1, label="full cache")
         ax.set(xscale="log", xlabel="budget (entries per KV head)", ylabel=ylabel, title=title)
-        _log_ticks(ax, m["budgets"])
+        log_ticks(ax, m["budgets"])
         if key != "nll":
             ax.set_ylim(-0.02, 1.02)
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)

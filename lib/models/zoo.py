@@ -189,8 +189,8 @@ def training_rows(ids_by_doc: list[list[int]], texts: list[str], tokenizer, seq_
 
 def arith_rows(tokenizer, seq_len: int, rng: random.Random, exclude: set[str]):
     """Endless iterator of ``seq_len + 1`` token rows of fresh arithmetic problems
-    (``tokenworks.arith``) packed with EOS, skipping every question in ``exclude``."""
-    from tokenworks.arith import problem, training_text
+    (``tokenworks.decoding.arith``) packed with EOS, skipping every question in ``exclude``."""
+    from tokenworks.decoding.arith import problem, training_text
 
     eos, buffer = tokenizer.eos_token_id, []
     while True:
@@ -340,7 +340,7 @@ def arith_accuracy(model, tokenizer, problems: list[dict], batch_size: int = 100
 
 
 def _arith_batches(model, tokenizer, problems, batch_size, max_new_tokens, device):
-    from tokenworks.arith import extract_answer, prompt
+    from tokenworks.decoding.arith import extract_answer, prompt
 
     hits, examples = 0, []
     for b in range(0, len(problems), batch_size):

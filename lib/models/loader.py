@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
+from tokenworks.paths import REPO
+
+ZOO_DIR = REPO / "zoo"
 
 # Architecture of each zoo model (LlamaConfig fields); training settings live in
 # reproduce/train_zoo.py. `tokenizer` names the tokenizer folder under zoo/.

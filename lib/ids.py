@@ -1,0 +1,47 @@
+"""One check for token-id inputs, shared by every family's entry points: a list or tuple of
+ints, a 1-D integer tensor, or a ``[1, n]`` integer tensor, every id inside the model's
+vocabulary. Anything else (a batch, float ids, an empty prompt, an id the embedding does not
+hold) is refused with a message that says what to pass."""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+
+def vocab_size(model) -> int:
+    """Rows of the model's input embedding: the ids it can read."""
+    return model.get_input_embeddings().weight.shape[0]
+
+
+def as_ids(ids, model=None, name: str = "input_ids", allow_empty: bool = False) -> list[int]:
+    """``ids`` as a list of ints, checked against ``model``'s vocabulary when given."""
+    if isinstance(ids, torch.Tensor):
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer token ids, got a {ids.dtype} tensor: "
+                            "tokenize the text, or cast exact ids with .long()")
+        if ids.dim() == 2:
+            if ids.shape[0] != 1:
+                raise ValueError(f"{name}: one sequence expected, got a batch of {ids.shape[0]}: "
+                                 "call once per sequence")
+            ids = ids[0]
+        if ids.dim() != 1:
+            raise ValueError(f"{name} must be 1-D or [1, n], got shape {tuple(ids.shape)}")
+        ids = ids.tolist()
+    elif isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"{name} must be token ids (a list of ints or an integer tensor), got "
+                        f"{type(ids).__name__}: tokenize the text first")
+    out = []
+    for t in ids:
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+            raise TypeError(f"{name} must hold integer token ids, got {t!r} ({type(t).__name__})")
+        out.append(int(t))
+    if not out and not allow_empty:
+        raise ValueError(f"{name} is empty: pass at least one token id")
+    if model is not None and out:
+        n = vocab_size(model)
+        bad = [t for t in out if not 0 <= t < n]
+        if bad:
+            raise ValueError(f"{name} holds ids outside the model's vocabulary [0, {n}): {bad[:5]}; "
+                             "encode with this model's own tokenizer")
+    return out

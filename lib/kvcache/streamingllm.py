@@ -1,0 +1,94 @@
+"""StreamingLLM (Xiao et al., ICLR 2024, arXiv 2309.17453): attention sinks.
+
+``StreamingLLMPress`` compresses a prefilled cache once (kvpress's interface); ``stream_nll``
+is the paper's streaming setting (evict at every step, positions inside the cache);
+``recompute_nll`` is its sliding-window-with-re-computation baseline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from kvpress.presses.base_press import BasePress
+from tqdm import tqdm
+from transformers import DynamicCache
+from transformers.models.llama.modeling_llama import rotate_half
+
+
+@dataclass
+class StreamingLLMPress(BasePress):
+    """Attention sinks: keep the first ``n_sink`` tokens and the most recent ones (§3.2 of
+    the paper), as a kvpress press that compresses the cache once, at prefill. It keeps as
+    many entries as kvpress's presses do (``int(T * (1 - compression_ratio))``), in position
+    order. ``stream_nll`` is the paper's streaming setting (evict every step, positions
+    inside the cache)."""
+
+    compression_ratio: float = 0.0
+    n_sink: int = 4
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        """keys, values [B, Hkv, T, D] -> [B, Hkv, kept, D]."""
+        length = keys.shape[2]
+        kept = int(length * (1 - self.compression_ratio))
+        if kept <= self.n_sink:
+            raise ValueError(f"a budget of {kept} entries (ratio {self.compression_ratio} of "
+                             f"{length}) leaves no recent window beside {self.n_sink} sinks; "
+                             "lower compression_ratio or n_sink")
+        index = torch.cat([torch.arange(self.n_sink), torch.arange(length - (kept - self.n_sink), length)])
+        return keys[:, :, index.to(keys.device)], values[:, :, index.to(keys.device)]
+
+
+def rerotate(model, keys: torch.Tensor, shift: int) -> torch.Tensor:
+    """Keys [B, Hkv, T, D] that RoPE rotated at positions p, rotated to p + ``shift``
+    (rotations compose: R(p + s) = R(s) R(p))."""
+    position = torch.full((1, keys.shape[2]), shift, device=keys.device)
+    cos, sin = model.model.rotary_emb(keys, position)  # [1, T, D] each
+    return keys * cos[:, None] + rotate_half(keys) * sin[:, None]
+
+
+@torch.no_grad()
+def stream_nll(model, ids: list[int], n_sink: int, window: int, desc: str = "stream") -> torch.Tensor:
+    """Negative log-likelihood of ``ids[1:]`` fed one token at a time through a cache of at
+    most ``n_sink + window`` entries: the first ``n_sink`` tokens and the last ones, with
+    positions assigned inside the cache (the paper's position shift: when an entry leaves,
+    the later keys are re-rotated one position back). ``n_sink=0`` is window attention.
+    ``window >= len(ids)`` is the full cache. [len(ids) - 1] float64."""
+    if n_sink < 0 or window < 1:
+        raise ValueError(f"need n_sink >= 0 and window >= 1, got n_sink={n_sink}, window={window}")
+    device = next(model.parameters()).device
+    cache, out = DynamicCache(), []
+    for i in tqdm(range(len(ids) - 1), desc=desc, mininterval=10, leave=False):
+        position = cache.get_seq_length()
+        logits = model(torch.tensor([[ids[i]]], device=device), past_key_values=cache,
+                       position_ids=torch.tensor([[position]], device=device)).logits[0, -1]
+        out.append(-torch.log_softmax(logits.double(), -1)[ids[i + 1]])
+        if position + 1 == n_sink + window:  # full: the oldest entry after the sinks leaves
+            for layer in cache.layers:
+                layer.keys = torch.cat([layer.keys[:, :, :n_sink],
+                                        rerotate(model, layer.keys[:, :, n_sink + 1:], -1)], 2)
+                layer.values = torch.cat([layer.values[:, :, :n_sink], layer.values[:, :, n_sink + 1:]], 2)
+    return torch.stack(out).cpu()
+
+
+@torch.no_grad()
+def recompute_nll(model, ids: list[int], window: int, batch: int = 32) -> torch.Tensor:
+    """Sliding window with re-computation (the StreamingLLM paper's quality baseline): token
+    ``i + 1`` is predicted from a fresh forward over the last ``window`` tokens ``ids[i+1-window:
+    i+1]``, at positions ``0..window-1``, with no cache. Windows run ``batch`` at a time (the
+    same math as one at a time; time it with ``batch=1``). [len(ids) - 1] float64."""
+    if window < 1 or batch < 1:
+        raise ValueError(f"need window >= 1 and batch >= 1, got window={window}, batch={batch}")
+    device = next(model.parameters()).device
+    out = []
+    for lo in tqdm(range(0, len(ids) - 1, batch), desc="recompute", mininterval=10, leave=False):
+        ends = range(lo, min(lo + batch, len(ids) - 1))  # predict ids[e + 1] from ids[..e]
+        rows = [ids[max(0, e + 1 - window):e + 1] for e in ends]
+        width = max(map(len, rows))
+        # left-pad short rows (the first window - 1 tokens) with their own first token and mask it out
+        x = torch.tensor([[r[0]] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        logits = model(x, attention_mask=mask, position_ids=pos).logits[:, -1]
+        targets = torch.tensor([ids[e + 1] for e in ends], device=device)
+        out.append(-torch.log_softmax(logits.double(), -1).gather(1, targets[:, None])[:, 0])
+    return torch.cat(out).cpu()
