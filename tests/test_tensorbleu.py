@@ -151,3 +151,92 @@ def test_bad_inputs():
         tensor_bleu(torch.rand(2, 3), torch.rand(2, 3))
     with pytest.raises(ValueError, match=">= 0"):
         tensor_bleu([[1, -5]], [[[1, 2]]])
+
+
+# --- input forms and NLTK edges (issue 16) ---------------------------------------------------
+
+def test_pad_id_strips_trailing_padding_of_lists_too():
+    cands, refs = [[5, 6, 7, 8, 0, 0], [9, 9, 3]], [[[5, 6, 7, 8, 0]], [[9, 9, 3, 0], [1, 0, 0]]]
+    stripped = tensor_bleu([[5, 6, 7, 8], [9, 9, 3]], [[[5, 6, 7, 8]], [[9, 9, 3], [1]]], smoothing="floor")
+    assert torch.equal(tensor_bleu(cands, refs, pad_id=0, smoothing="floor"), stripped)
+    assert stripped[0].item() == pytest.approx(1.0, abs=1e-15)
+    # a pad id inside a sequence is a token (trailing padding only), as for tensors
+    assert torch.equal(tensor_bleu([[0, 5, 0]], [[[0, 5]]], pad_id=0), tensor_bleu([[0, 5]], [[[0, 5]]]))
+
+
+def test_flat_reference_lists_are_one_reference_each():
+    """``references[b]`` a sequence of ints (or a 1-D tensor) is candidate b's one reference;
+    a sequence of sequences is its list of references; an empty entry has no reference."""
+    cands, refs = [[1, 2, 3, 4], [7, 7, 8]], [[1, 2, 3, 5], [7, 8]]
+    nested = tensor_bleu(cands, [[r] for r in refs], smoothing="floor")
+    assert torch.equal(tensor_bleu(cands, refs, smoothing="floor"), nested)
+    assert torch.equal(tensor_bleu(cands, [torch.tensor(r) for r in refs], smoothing="floor"), nested)
+    assert torch.equal(tensor_bleu(cands, [refs[0], [refs[1], [8]]], smoothing="floor"),
+                       tensor_bleu(cands, [[refs[0]], [refs[1], [8]]], smoothing="floor"))
+
+
+@pytest.mark.parametrize("cands, refs", [
+    ([torch.tensor([5.7, 6.0, 7.0])], [[torch.tensor([5, 6, 7])]]),
+    ([[5.7, 6, 7]], [[[5, 6, 7]]]),
+    ([[5, 6, 7]], [[[5.0, 6, 7]]]),
+    ([[5, 6, 7]], [[5, 6.5, 7]]),
+    ([torch.tensor([True, False])], [[[1, 0]]]),
+    (torch.tensor([[1, 0]]).bool(), torch.tensor([[1, 0]])),
+    (torch.tensor([[1, 2]]), torch.tensor([[1.0, 2.0]])),
+])
+def test_non_integer_ids_are_refused_not_truncated(cands, refs):
+    with pytest.raises(TypeError, match="integer"):
+        tensor_bleu(cands, refs)
+
+
+def test_method6_below_trigrams_follows_nltk():
+    """NLTK's method6 returns 0.0 without a unigram match (whatever max_n) and cannot score a
+    match below trigrams (it indexes the trigram precision)."""
+    sf = SmoothingFunction().method6
+    for n in (1, 2):
+        w = (1 / n,) * n
+        assert sentence_bleu([[1, 2]], [3], weights=w, smoothing_function=sf) == 0
+        assert tensor_bleu([[3]], [[[1, 2]]], max_n=n, smoothing="method6").tolist() == [0.0]
+        with pytest.raises(IndexError):
+            sentence_bleu([[1, 2]], [1, 2], weights=w, smoothing_function=sf)
+        with pytest.raises(ValueError, match="max_n >= 3"):
+            tensor_bleu([[3], [1, 2]], [[[1, 2]], [[1, 2]]], max_n=n, smoothing="method6")
+
+
+@pytest.mark.parametrize("method", [0, 1, 2, 3, 4, 5, 7])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=batches())
+def test_a_list_of_weight_tuples_gives_one_score_each_as_nltk(data, method):
+    cands, refs = data
+    weights = [(0.5, 0.5), (1 / 3,) * 3, (0.1, 0.2, 0.3, 0.4)]
+    sf = getattr(SmoothingFunction(), f"method{method}")
+    ours = tensor_bleu(cands, refs, weights=weights, smoothing=f"method{method}")
+    theirs = [sentence_bleu(r, c, weights=weights, smoothing_function=sf) for c, r in zip(cands, refs)]
+    theirs = [t if isinstance(t, list) else [t] * 3 for t in theirs]  # NLTK: 0 for no unigram match
+    assert ours.shape == (len(cands), 3)
+    assert torch.allclose(ours, torch.tensor(theirs, dtype=torch.float64), atol=TOL, rtol=0)
+    if method <= 4:
+        corpus = corpus_bleu(refs, cands, weights=weights, smoothing_function=sf)
+        corpus = corpus if isinstance(corpus, list) else [corpus] * 3
+        ours = tensor_bleu(cands, refs, weights=weights, smoothing=f"method{method}", per_sentence=False)
+        assert ours.shape == (3,)
+        assert torch.allclose(ours, torch.tensor(corpus, dtype=torch.float64), atol=TOL, rtol=0)
+
+
+def test_weight_tuples_must_fit_max_n():
+    with pytest.raises(ValueError, match="max_n=3"):
+        tensor_bleu([[1, 2]], [[[1, 2]]], max_n=4, weights=[(0.5, 0.5), (1 / 3,) * 3])
+    with pytest.raises(ValueError, match="weights"):
+        tensor_bleu([[1, 2]], [[[1, 2]]], weights=[])
+
+
+@pytest.mark.parametrize("max_n", [1, 4])
+def test_an_all_padding_reference_slot_is_an_empty_reference(max_n):
+    """As NLTK (and list input) count ``[]`` among the references: its length 0 enters the
+    closest-reference length, here making the brevity penalty 1."""
+    w = (1 / max_n,) * max_n
+    expected = sentence_bleu([[], [1, 2, 3]], [1], weights=w)
+    listed = tensor_bleu([[1]], [[[], [1, 2, 3]]], max_n=max_n)
+    padded = tensor_bleu(torch.tensor([[1, 0]]), torch.tensor([[[0, 0, 0], [1, 2, 3]]]), pad_id=0, max_n=max_n)
+    assert listed.item() == pytest.approx(expected, abs=1e-15, rel=1e-12)
+    assert torch.equal(padded, listed)
