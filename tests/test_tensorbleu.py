@@ -83,10 +83,11 @@ def test_paper_smoothing_names(paper, nltk):
 
 
 def test_padded_tensors_equal_lists():
-    """[B, R, L] padded references, unused all-pad slots, pad id inside the vocabulary."""
+    """[B, R, L] padded references, pad id inside the vocabulary; an all-pad slot is an empty
+    reference, as ``[]`` in the lists."""
     pad = 0
     cands = [[5, 6, 7, 8, 5, 6], [9, 9], [3]]
-    refs = [[[5, 6, 7, 8, 9]], [[9, 9, 9], [1, 9]], [[3, 4, 5, 6]]]
+    refs = [[[5, 6, 7, 8, 9], []], [[9, 9, 9], [1, 9]], [[3, 4, 5, 6], []]]
     c = torch.full((3, 8), pad)
     r = torch.full((3, 2, 6), pad)
     for i, x in enumerate(cands):

@@ -26,7 +26,8 @@ How the counts are taken (``counting``):
 
 Deviations from the paper's code (rxlm ``tensor_sentence_bleu``), all to match NLTK exactly:
 padding is trailing only (a real token equal to ``pad_id`` inside a sequence is kept, not
-dropped); closest-reference ties go to the shorter reference; smoothing names are NLTK's
+dropped); an all-pad reference is an empty reference (NLTK's ``[]``: its length 0 counts
+for the brevity penalty), not a missing one; closest-reference ties go to the shorter reference; smoothing names are NLTK's
 ``method0``-``method7``, with the paper's names as aliases: ``floor`` = method1,
 ``add-k`` = method2 (NLTK's add-one on n >= 2) and ``exp`` = method3 (Chen & Cherry's
 geometric decay; rxlm's per-sentence 'exp', 1e-12 for zero precisions, matches no NLTK
@@ -34,11 +35,13 @@ method and is not offered). A zero unigram match gives 0 whatever the smoothing,
 """
 from __future__ import annotations
 
-import math
+import numbers
 import sys
 from typing import Sequence
 
 import torch
+
+from tokenworks.ids import as_ids
 
 SMOOTHING = {"none": 0, "method0": 0, "floor": 1, "method1": 1, "add-k": 2, "method2": 2,
              "exp": 3, "method3": 3, "method4": 4, "method5": 5, "method6": 6, "method7": 7}
@@ -48,35 +51,48 @@ _MAX_KEY = 2**62
 
 # --- inputs --------------------------------------------------------------------------------
 
+def _check_integer(x: torch.Tensor, what: str) -> None:
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{what}: token ids must be integers, got a {x.dtype} tensor: pass an "
+                        "integer tensor (cast exact ids with .long())")
+
+
 def _as_batch(seqs, pad_id, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows [B, L] (int64) and lengths [B] from a padded tensor or a list of sequences."""
+    """Token rows [B, L] (int64) and lengths [B] from a padded tensor or a list of sequences;
+    trailing ``pad_id`` padding is not counted in either form."""
     if isinstance(seqs, torch.Tensor):
         if seqs.dim() != 2:
             raise ValueError(f"{what}: expected a [batch, length] tensor, got shape {tuple(seqs.shape)}")
-        if seqs.dtype.is_floating_point:
-            raise TypeError(f"{what}: token ids must be integers, got {seqs.dtype}")
+        _check_integer(seqs, what)
         rows = seqs.long()
-        if pad_id is None or rows.shape[1] == 0:
-            lengths = torch.full((rows.shape[0],), rows.shape[1], dtype=torch.long, device=rows.device)
-        else:  # trailing padding: length = 1 + index of the last non-pad token
-            real = rows != pad_id
-            pos = torch.arange(1, rows.shape[1] + 1, device=rows.device)
-            lengths = (real * pos).amax(1)
-        return rows, lengths
-    seqs = [torch.as_tensor(list(s) if not isinstance(s, torch.Tensor) else s, dtype=torch.long)
-            for s in seqs]
-    width = max([len(s) for s in seqs], default=0)
-    rows = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        rows[i, :len(s)] = s
-    return rows, torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        full = torch.full((rows.shape[0],), rows.shape[1], dtype=torch.long, device=rows.device)
+    else:
+        seqs = [as_ids(s, name=f"{what}[{i}]", allow_empty=True) for i, s in enumerate(seqs)]
+        rows = torch.full((len(seqs), max(map(len, seqs), default=0)), 0 if pad_id is None else pad_id, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            rows[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        full = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    if pad_id is None or rows.shape[1] == 0:
+        return rows, full
+    pos = torch.arange(1, rows.shape[1] + 1, device=rows.device)
+    return rows, ((rows != pad_id) * pos).amax(1)  # 1 + index of the last non-pad token
+
+
+def _reference_list(refs) -> list:
+    """One candidate's references as a list of sequences: a sequence of ints or a 1-D tensor
+    is one reference, a 2-D tensor one reference per row, anything else a list of them."""
+    if isinstance(refs, torch.Tensor):
+        return [refs] if refs.dim() == 1 else list(refs)
+    refs = list(refs)
+    return [refs] if refs and isinstance(refs[0], numbers.Number) else refs
 
 
 def _references(references, batch: int, pad_id, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """References as [B, R, L] tokens, [B, R] lengths and [B, R] 'slot is used' flags.
 
-    Accepts a [B, L] tensor (one reference each), a [B, R, L] tensor (all-pad slots unused),
-    or a list (per candidate) of reference sequences.
+    Accepts a [B, L] tensor (one reference each), a [B, R, L] tensor (R references each; an
+    all-pad slot is an empty reference, as NLTK counts ``[]``), or a list (per candidate) of
+    one reference or a list of references (candidates may have different numbers).
     """
     if isinstance(references, torch.Tensor):
         if references.dim() == 2:
@@ -86,17 +102,16 @@ def _references(references, batch: int, pad_id, device) -> tuple[torch.Tensor, t
                              f"got shape {tuple(references.shape)}")
         b, r, l = references.shape
         rows, lengths = _as_batch(references.reshape(b * r, l), pad_id, "references")
-        lengths = lengths.view(b, r)
-        used = lengths > 0 if pad_id is not None else torch.ones_like(lengths, dtype=torch.bool)
-        used[:, 0] |= ~used.any(1)  # a candidate whose references are all empty keeps one
-        return rows.view(b, r, -1).to(device), lengths.to(device), used.to(device)
+        used = torch.ones((b, r), dtype=torch.bool, device=device)
+        return rows.view(b, r, -1).to(device), lengths.view(b, r).to(device), used
     if len(references) != batch:
         raise ValueError(f"references: {len(references)} entries for {batch} candidates")
+    references = [_reference_list(refs) for refs in references]
     n_refs = [len(refs) for refs in references]
     if min(n_refs, default=1) == 0:
         raise ValueError("every candidate needs at least one reference")
     flat = [ref for refs in references for ref in refs]
-    rows, lengths = _as_batch(flat, None, "references")
+    rows, lengths = _as_batch(flat, pad_id, "references")
     r_max, width = max(n_refs), rows.shape[1]
     out = torch.zeros((batch, r_max, width), dtype=torch.long)
     out_len = torch.zeros((batch, r_max), dtype=torch.long)
@@ -106,6 +121,26 @@ def _references(references, batch: int, pad_id, device) -> tuple[torch.Tensor, t
         out[b, :n], out_len[b, :n], used[b, :n] = rows[k:k + n], lengths[k:k + n], True
         k += n
     return out.to(device), out_len.to(device), used.to(device)
+
+
+def _weight_sets(weights, max_n: int) -> tuple[torch.Tensor, bool]:
+    """Weights as [W, max_n] float64 and whether one set was given. As NLTK, ``weights`` is
+    one tuple, or a list of tuples (one score each; a shorter tuple weighs the higher orders 0)."""
+    if weights is None:
+        return torch.full((1, max_n), 1 / max_n, dtype=torch.float64), True
+    try:
+        sets, single = [[float(w) for w in weights]], True
+    except TypeError:
+        sets, single = [[float(w) for w in s] for s in weights], False
+    if single and len(sets[0]) != max_n:
+        raise ValueError(f"weights has {len(sets[0])} entries but max_n is {max_n}")
+    if not single:
+        longest = max(map(len, sets), default=0)
+        if longest != max_n or min(map(len, sets)) == 0:
+            raise ValueError(f"the longest weight tuple has {longest} entries but max_n is {max_n}: "
+                             f"pass max_n={longest} (and no empty tuple)")
+        sets = [s + [0.0] * (max_n - len(s)) for s in sets]
+    return torch.tensor(sets, dtype=torch.float64), single
 
 
 # --- n-gram keys ---------------------------------------------------------------------------
@@ -303,28 +338,35 @@ def smooth(num, den, method: int, hyp_len, *, epsilon=0.1, k=5, alpha=5, p5=None
 
 
 def _geometric_mean(p, weights, bp, unigram_matches):
-    """BP * exp(sum_n w_n log p_n); terms with p_n <= 0 are skipped (NLTK), no unigram match -> 0."""
+    """BP * exp(sum_n w_n log p_n) per weight set: p [B, N], weights [W, N] -> [B, W]; terms
+    with p_n <= 0 are skipped (NLTK), no unigram match -> 0."""
+    p = p[:, None]  # [B, 1, N]
     logs = torch.where(p > 0, weights * torch.log(p.clamp(min=sys.float_info.min)), 0.0)
-    return torch.where(unigram_matches == 0, 0.0, bp * torch.exp(logs.sum(-1)))
+    return torch.where(unigram_matches[:, None] == 0, 0.0, bp[:, None] * torch.exp(logs.sum(-1)))
 
 
-def tensor_bleu(candidates, references, *, max_n: int = 4, weights: Sequence[float] | None = None,
+def tensor_bleu(candidates, references, *, max_n: int = 4,
+                weights: Sequence[float] | Sequence[Sequence[float]] | None = None,
                 smoothing: str = "none", per_sentence: bool = True, pad_id: int | None = None,
                 counting: str = "sort", epsilon: float = 0.1, k: float = 5, alpha: float = 5):
     """BLEU of token-id candidates against references; equal to NLTK within float64 rounding.
 
     Args:
-        candidates: ``[B, Lc]`` int tensor (trailing ``pad_id`` padding) or a list of B id
-            sequences.
-        references: ``[B, Lr]`` (one reference each) or ``[B, R, Lr]`` int tensor padded with
-            ``pad_id`` (an all-pad slot is "no reference"), or a list of B lists of sequences.
+        candidates: ``[B, Lc]`` int tensor or a list of B id sequences (lists, 1-D int
+            tensors), trailing ``pad_id`` padding in either. Float or bool ids are refused.
+        references: ``[B, Lr]`` (one reference each) or ``[B, R, Lr]`` int tensor (R each; an
+            all-pad slot is an empty reference, as NLTK counts ``[]``), or a list with, per
+            candidate, one reference (a sequence of ints) or a list of references (their
+            number may vary; an empty entry is refused, having no reference).
         max_n: highest n-gram order (BLEU-4 by default).
-        weights: ``max_n`` weights, uniform by default.
+        weights: ``max_n`` weights, uniform by default; or, as NLTK, a list of weight tuples,
+            the longest of ``max_n`` entries: one score per tuple (a last dimension W).
         smoothing: ``none``/``method0``-``method7`` (NLTK), or the paper's ``floor``
             (= method1, ``epsilon``), ``add-k`` (= method2) or ``exp`` (= method3).
         per_sentence: ``[B]`` float64 scores (sentence_bleu); ``False``: one corpus score
             (corpus_bleu, summed counts; methods 5-7 are per-sentence only).
-        pad_id: padding id of tensor inputs (``None``: every position is a token).
+        pad_id: trailing padding id of tensor and list inputs (``None``: every position is a
+            token).
         counting: ``sort`` (default), ``unique`` (the paper's) or ``triton`` (kernel).
     """
     if smoothing not in SMOOTHING:
@@ -333,15 +375,11 @@ def tensor_bleu(candidates, references, *, max_n: int = 4, weights: Sequence[flo
         raise ValueError(f"unknown counting {counting!r}; choose one of {COUNTING}")
     if not isinstance(max_n, int) or max_n < 1:
         raise ValueError(f"max_n must be a positive integer, got {max_n!r}")
-    weights = [1 / max_n] * max_n if weights is None else list(weights)
-    if len(weights) != max_n:
-        raise ValueError(f"weights has {len(weights)} entries but max_n is {max_n}")
+    w, single = _weight_sets(weights, max_n)
     method = SMOOTHING[smoothing]
     if method >= 5 and not per_sentence:
         raise ValueError(f"smoothing {smoothing!r} is per-sentence only: NLTK's corpus_bleu applies "
                          "it to the last sentence's references, which is not a corpus statistic")
-    if method == 6 and max_n < 3:
-        raise ValueError("smoothing method6 needs max_n >= 3")
     cand, cand_len = _as_batch(candidates, pad_id, "candidates")
     refs, ref_len, used = _references(references, cand.shape[0], pad_id, cand.device)
     orders = max(max_n, 5) if method in (5, 7) else max_n
@@ -349,15 +387,30 @@ def tensor_bleu(candidates, references, *, max_n: int = 4, weights: Sequence[flo
     p5 = (num[:, 4].double() / den[:, 4].clamp(min=1)) if method in (5, 7) else None
     num, den = num[:, :max_n], den[:, :max_n].clamp(min=1)
     r = closest_ref_length(cand_len, ref_len, used)
-    w = torch.tensor(weights, dtype=torch.float64, device=cand.device)
+    w = w.to(cand.device)
     if per_sentence:
-        if method == 6 and bool(((num[:, 2] == 0) & (num[:, 0] > 0)).any()):
-            bad = torch.nonzero((num[:, 2] == 0) & (num[:, 0] > 0))[:, 0].tolist()
-            raise ValueError(f"smoothing method6 needs a trigram match (as NLTK asserts); "
-                             f"candidates {bad[:10]} have none: use another method")
+        if method == 6:
+            _check_method6(num, max_n)
         p = smooth(num, den, method, cand_len, epsilon=epsilon, k=k, alpha=alpha, p5=p5)
-        return _geometric_mean(p, w, brevity_penalty(cand_len, r), num[:, 0])
-    num, den = num.sum(0, keepdim=True), den.sum(0, keepdim=True)
-    c, r = cand_len.sum().view(1), r.sum().view(1)
-    p = smooth(num, den, method, c, epsilon=epsilon, k=k, alpha=alpha)
-    return _geometric_mean(p, w, brevity_penalty(c, r), num[:, 0])[0]
+        out = _geometric_mean(p, w, brevity_penalty(cand_len, r), num[:, 0])
+    else:
+        num, den = num.sum(0, keepdim=True), den.sum(0, keepdim=True)
+        c, r = cand_len.sum().view(1), r.sum().view(1)
+        p = smooth(num, den, method, c, epsilon=epsilon, k=k, alpha=alpha)
+        out = _geometric_mean(p, w, brevity_penalty(c, r), num[:, 0])[0]
+    return out[..., 0] if single else out
+
+
+def _check_method6(num: torch.Tensor, max_n: int) -> None:
+    """NLTK's method6 needs the trigram precision (it asserts p_3 > 0); a candidate without
+    a unigram match scores 0 before smoothing, whatever max_n."""
+    matched = num[:, 0] > 0
+    if max_n < 3 and bool(matched.any()):
+        bad = torch.nonzero(matched)[:, 0].tolist()
+        raise ValueError(f"smoothing method6 needs max_n >= 3 (it interpolates from the trigram "
+                         f"precision; NLTK fails too); candidates {bad[:10]} have matches: use "
+                         "another method or a larger max_n")
+    if max_n >= 3 and bool((matched & (num[:, 2] == 0)).any()):
+        bad = torch.nonzero(matched & (num[:, 2] == 0))[:, 0].tolist()
+        raise ValueError(f"smoothing method6 needs a trigram match (as NLTK asserts); "
+                         f"candidates {bad[:10]} have none: use another method")
