@@ -66,3 +66,31 @@ def test_hub_id_offline_fails_fast_and_clearly(monkeypatch):
 def test_bad_device():
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("tpu9")
+
+
+def _no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda")])
+def test_cuda_without_cuda_says_what_to_pass(monkeypatch, device):
+    _no_cuda(monkeypatch)
+    with pytest.raises(ValueError, match="CUDA is not available") as err:
+        load("tw-micro", device=device)
+    assert "device='cpu'" in str(err.value) and "available: cpu" in str(err.value)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_a_cuda_index_past_the_devices_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match="cuda:3.*available: cpu, cuda:0, cuda:1"):
+        resolve_device("cuda:3")
+
+
+@pytest.mark.parametrize("device", ["gpu", "mps", "meta", "xla", "", 3.5, None])
+def test_unknown_devices_are_refused(device):
+    with pytest.raises(ValueError, match="unknown device"):
+        load("tw-micro", device=device)
