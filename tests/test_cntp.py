@@ -152,3 +152,46 @@ def test_a_set_of_end_ids_stops_generation():
     assert decode(model, prompt, "greedy", max_new_tokens=20, eos_token_id=stop).tokens == out
     lines = decode(model, prompt, "greedy", max_new_tokens=20, eos_token_id=cntp.newline_ids(tok)).tokens
     assert "\n" not in tok.decode(lines[:-1]) and (len(lines) == 20 or "\n" in tok.decode(lines[-1:]))
+
+
+# --- input checks (issue 16) ------------------------------------------------------------------------
+
+def test_prompt_as_a_tensor_equals_the_list():
+    model, tok = micro()
+    prompt = tok("def main():\n")["input_ids"]
+    expected = decode(model, prompt, "greedy", max_new_tokens=5).tokens
+    for ids in (torch.tensor(prompt), torch.tensor([prompt]), tuple(prompt)):
+        assert decode(model, ids, "greedy", max_new_tokens=5).tokens == expected
+
+
+@pytest.mark.parametrize("prompt, error, message", [
+    ([1, 10**6], ValueError, "vocabulary"), ([-1, 2], ValueError, "vocabulary"),
+    ([], ValueError, "empty"), (torch.tensor([], dtype=torch.long), ValueError, "empty"),
+    (torch.tensor([[1, 2], [3, 4]]), ValueError, "batch"), (torch.tensor([1.0, 2.0]), TypeError, "integer"),
+    ("def f", TypeError, "tokenize")])
+def test_bad_prompts_fail_clearly(prompt, error, message):
+    model, _ = micro()
+    with pytest.raises(error, match=message):
+        decode(model, prompt, "greedy", max_new_tokens=2)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(max_new_tokens=True), "max_new_tokens"), (dict(max_new_tokens=2.5), "max_new_tokens"),
+    (dict(max_new_tokens=0), "max_new_tokens"), (dict(temperature=True), "temperature"),
+    (dict(temperature=float("nan")), "temperature"), (dict(temperature="1"), "temperature"),
+    (dict(top_p=float("nan")), "top_p"), (dict(top_p=True), "top_p"),
+    (dict(n_max=0), "n_max"), (dict(n_max=2.5), "n_max"), (dict(n_max=True), "n_max"),
+    (dict(h_low=1.0, h_high=0.5), "h_low"), (dict(h_low=1.0, h_high=1.0), "h_low"),
+    (dict(h_high=float("inf")), "h_high"), (dict(generator=0), "generator")])
+@pytest.mark.parametrize("strategy", ["greedy", "cntp"])
+def test_bad_parameters_fail_clearly(kwargs, message, strategy):
+    model, _ = micro()
+    args = dict(strategy=strategy, generator=torch.Generator(), stop_ids={1}, max_new_tokens=2)
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=message):
+        decode(model, [1, 2, 3], **args)
+
+
+def test_n_trials_refuses_an_empty_entropy_range():
+    with pytest.raises(ValueError, match="h_low"):
+        n_trials(0.5, h_low=1.0, h_high=1.0)
