@@ -15,6 +15,7 @@ decoding loop is ``tokenworks.decoding.decode(..., strategy="cntp")``.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -27,8 +28,21 @@ def entropy(probs: torch.Tensor) -> float:
     return float(-(p * p.log()).sum())
 
 
+def check_trials(h_low: float, h_high: float, n_max: int) -> None:
+    """Refuse CNTP settings step 2 cannot use: finite ``h_low < h_high``, an integer ``n_max >= 1``."""
+    for name, h in (("h_low", h_low), ("h_high", h_high)):
+        if isinstance(h, bool) or not isinstance(h, numbers.Real) or not math.isfinite(h):
+            raise ValueError(f"{name} must be a finite entropy in nats, got {h!r}")
+    if h_low >= h_high:
+        raise ValueError(f"need h_low < h_high (the entropy range scaled to 1..n_max trials), "
+                         f"got h_low={h_low}, h_high={h_high}")
+    if isinstance(n_max, bool) or not isinstance(n_max, numbers.Integral) or n_max < 1:
+        raise ValueError(f"n_max must be an integer >= 1 (1: no trials), got {n_max!r}")
+
+
 def n_trials(h: float, h_low: float = 0.01, h_high: float = 1.5, n_max: int = 10) -> int:
     """CNTP's trial count: ``int(1 + (n_max - 1) * clamp((h - h_low) / (h_high - h_low), 0, 1))``."""
+    check_trials(h_low, h_high, n_max)
     u = min(1.0, max(0.0, (h - h_low) / (h_high - h_low)))
     return int(1 + (n_max - 1) * u)
 

@@ -7,21 +7,29 @@ Every sampler takes an explicit ``torch.Generator``: a fixed seed gives the same
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 
-from tokenworks.decoding.cntp import cautious_step, entropy, n_trials
+from tokenworks.decoding.cntp import cautious_step, check_trials, entropy, n_trials
+from tokenworks.ids import as_ids
 
 STRATEGIES = ("greedy", "sample", "cntp")
 
 
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def check_sampling(temperature: float, top_p: float) -> None:
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature!r}")
-    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    """Refuse a temperature that is not a finite number >= 0, or a top_p outside (0, 1]."""
+    if not _real(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
+    if not _real(top_p) or not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
 
 
 def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -77,11 +85,12 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> int:
     return int(torch.multinomial(probs.float().cpu(), 1, generator=generator))
 
 
-def decode(model, prompt: list[int], strategy: str = "greedy", max_new_tokens: int = 256,
+def decode(model, prompt, strategy: str = "greedy", max_new_tokens: int = 256,
            temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
            eos_token_id: int | set[int] | None = None, stop_ids: set[int] | None = None,
            h_low: float = 0.01, h_high: float = 1.5, n_max: int = 10) -> Decoded:
-    """Decode ``prompt`` (token ids) with ``strategy`` in ``STRATEGIES``.
+    """Decode ``prompt`` (token ids: a list, a 1-D or ``[1, n]`` integer tensor, checked
+    against the model's vocabulary) with ``strategy`` in ``STRATEGIES``.
 
     ``eos_token_id``: one id or a set of ids that end the output (e.g. every token holding a
     newline, for one-line answers). ``stop_ids``: tokens that end a CNTP trial
@@ -91,19 +100,23 @@ def decode(model, prompt: list[int], strategy: str = "greedy", max_new_tokens: i
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)} "
                          "(self-consistency: majority_vote over sampled answers)")
+    prompt = as_ids(prompt, model, name="prompt")
     check_sampling(temperature, top_p)
-    if not prompt:
-        raise ValueError("the prompt is empty: pass at least one token id")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_trials(h_low, h_high, n_max)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) \
+            or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if strategy != "greedy" and generator is None:
         raise ValueError(f"{strategy} samples: pass generator=torch.Generator().manual_seed(...)")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}: "
+                        "pass generator=torch.Generator().manual_seed(seed)")
     if strategy == "cntp" and stop_ids is None:
         raise ValueError("cntp needs stop_ids, the punctuation tokens that end a trial "
                          "(tokenworks.decoding.punctuation_ids(tokenizer))")
     ends = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
     counter = Counter()
-    lm = _LM(model, list(prompt), counter)
+    lm = _LM(model, prompt, counter)
     out = Decoded(tokens=[])
 
     def done(tokens):
