@@ -43,12 +43,22 @@ def test_a_byte_step_does_not_rerun_the_prompt():
     assert len(out) == 12 and lm.positions - before < prompt_tokens
 
 
-def test_ensemble_is_a_distribution_and_a_mixture():
-    a, b = ByteLM(*micro()), ByteLM(*micro())
+@functools.cache
+def code_members():
+    """tw-code (tokenizer-v1) and tw-code-v2 (tokenizer-v2): two tokenizers, two models."""
+    return [ByteLM(*load(name, device="cpu", dtype=torch.float64)) for name in ("tw-code", "tw-code-v2")]
+
+
+@pytest.mark.parametrize("prefix", [b"def f(x):\n    re", b"import o", b""])
+def test_ensemble_of_two_tokenizers_is_the_weighted_mixture(prefix):
+    a, b = code_members()
+    assert a.tokenizer.get_vocab() != b.tokenizer.get_vocab()
     ens = ByteEnsemble([a, b], weights=[3, 1])
-    logp = ens.next_byte_logprobs(b"def f(x):\n    re")
-    assert math.isclose(float(logp.exp().sum()), 1.0, abs_tol=1e-9)
-    assert torch.allclose(logp, a.next_byte_logprobs(b"def f(x):\n    re"), atol=1e-9)  # same model twice
+    p = ens.next_byte_logprobs(prefix).exp()
+    pa, pb = a.next_byte_logprobs(prefix).exp(), b.next_byte_logprobs(prefix).exp()
+    assert torch.allclose(p, 0.75 * pa + 0.25 * pb, atol=1e-12, rtol=0)
+    assert math.isclose(float(p.sum()), 1.0, abs_tol=1e-9)
+    assert (p - pa).abs().max() > 1e-3 and (p - pb).abs().max() > 1e-3  # neither member alone
 
 
 def test_ensemble_bad_input():
