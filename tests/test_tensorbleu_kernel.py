@@ -4,17 +4,7 @@ import torch
 
 from tokenworks.kernels.tensorbleu import clipped_counts_triton
 from tokenworks.metrics import tensor_bleu
-from tokenworks.metrics.tensorbleu import _run_counts
-
-
-def reference(kc, kr):
-    """PyTorch reference: per-row sort of candidate + reference keys, run counts."""
-    b, r, lr = kr.shape
-    keys, order = torch.cat([kc[:, None], kr], 1).flatten(1).sort(dim=1)
-    width = kc.shape[1]
-    assert lr == width
-    source = torch.arange(r + 1).repeat_interleave(width).expand(b, -1).gather(1, order)
-    return _run_counts(keys, source, keys >= 0, r)
+from tokenworks.metrics.tensorbleu import clipped_counts_reference as reference
 
 
 def naive(kc, kr):

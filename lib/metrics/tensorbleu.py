@@ -194,6 +194,17 @@ def _run_counts(keys, source, ok, r: int):
     return torch.zeros(keys.shape[0], dtype=torch.long, device=keys.device).index_add_(0, row, clipped)
 
 
+def clipped_counts_reference(kc: torch.Tensor, kr: torch.Tensor) -> torch.Tensor:
+    """The PyTorch reference of ``tokenworks.kernels.tensorbleu.clipped_counts_triton``:
+    clipped matches per row [B] from n-gram keys, kc [B, Lc] (-1: no n-gram) and kr
+    [B, R, Lr] (-2: no n-gram), by one sort of each row's keys and their run counts."""
+    b, r, lr = kr.shape
+    keys, order = torch.cat([kc, kr.flatten(1)], 1).sort(dim=1)
+    source = torch.cat([torch.zeros(kc.shape[1], dtype=torch.long, device=kc.device),
+                        torch.arange(1, r + 1, device=kc.device).repeat_interleave(lr)])
+    return _run_counts(keys, source.expand(b, -1).gather(1, order), keys >= 0, r)
+
+
 def _clipped_sort(cand, cand_len, refs, ref_len, max_n: int):
     """Clipped matches [B, max_n], sorting each row of candidate + reference n-grams.
 
