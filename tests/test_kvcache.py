@@ -156,7 +156,7 @@ def test_method_specs_side_by_side():
     model, tok = micro()
     context, target = ids(80), ids(6, seed=3)
     methods = {"full": {}, "streaming": {"streaming": 20, "n_sink": 4},
-               "tokenselect": {"select": {"top_k": 8, "n_init": 4, "n_local": 8}}}
+               "tokenselect": {"select": {"top_k": 8, "n_sink": 4, "n_local": 8}}}
     rows = {r["method"]: r for r in perplexity_rows(model, [(context, target)], methods)}
     assert rows["full"]["nll"] == pytest.approx(continuation_nll(model, context, target)[0].mean().item())
     assert rows["streaming"]["kv_bytes"] == rows["full"]["kv_bytes"] * 20 // 80

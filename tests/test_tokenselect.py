@@ -39,7 +39,7 @@ def test_a_budget_covering_the_cache_is_the_plain_model():
 def test_a_small_budget_changes_the_output_and_reads_less():
     model, _ = micro()
     context, target = ids(120), ids(10, seed=1)
-    with token_select(model, top_k=8, n_init=2, n_local=8) as state:
+    with token_select(model, top_k=8, n_sink=2, n_local=8) as state:
         nll, _ = continuation_nll(model, context, target)
     assert not torch.allclose(nll, plain_nll(model, context, target), atol=1e-3)
     rows = len(target) - 1  # the first target token is scored from the prefill's logits
@@ -53,7 +53,7 @@ def test_a_chunk_after_the_prefill_equals_feeding_it_one_token_at_a_time():
     context, chunk = ids(90), ids(12, seed=2)
     outs = []
     for step in (len(chunk), 1):
-        with token_select(model, top_k=10, n_init=3, n_local=6):
+        with token_select(model, top_k=10, n_sink=3, n_local=6):
             cache = DynamicCache()
             model(torch.tensor([context]), past_key_values=cache)
             logits = []
@@ -71,10 +71,10 @@ def fake_layer(state):
 
 def test_each_row_attends_to_init_top_k_and_local_tokens_only():
     """The attention output of one decode row equals SDPA over exactly the tokens that soft
-    voting picks: the first n_init, the top_k middle tokens, the last n_local."""
+    voting picks: the first n_sink, the top_k middle tokens, the last n_local."""
     torch.manual_seed(0)
     q, k, v = torch.randn(1, 8, 1, 16), torch.randn(1, 2, 50, 16), torch.randn(1, 2, 50, 16)
-    state = TokenSelectState(top_k=5, n_init=2, n_local=4, threshold=None)
+    state = TokenSelectState(top_k=5, n_sink=2, n_local=4, threshold=None)
     out, _ = _attention(fake_layer(state), q, k, v, None, scaling=0.25)
     scores = torch.einsum("bkgd,bktd->bkgt", q[:, :, 0].view(1, 2, 4, 16), k[:, :, 2:46]).reshape(1, 8, 44)
     top = torch.softmax(scores, -1).sum(1).topk(5).indices[0] + 2
@@ -89,15 +89,15 @@ def test_a_key_aligned_with_every_head_is_selected():
     q = torch.randn(1, 8, 1, 16)
     k = torch.randn(1, 2, 80, 16) * 0.1
     k[:, 0, 37], k[:, 1, 37] = q[0, :4, 0].sum(0) * 3, q[0, 4:, 0].sum(0) * 3
-    state = TokenSelectState(top_k=1, n_init=1, n_local=1, threshold=None)
+    state = TokenSelectState(top_k=1, n_sink=1, n_local=1, threshold=None)
     assert state.indices(0, q[:, :, 0], k).tolist() == [[0, 37, 79]]
 
 
 def test_the_selection_cache_reuses_the_top_k_while_queries_stay_similar():
     torch.manual_seed(2)
     q, k = torch.randn(1, 8, 16), torch.randn(1, 2, 60, 16)
-    never = TokenSelectState(top_k=4, n_init=1, n_local=2, threshold=None)
-    cached = TokenSelectState(top_k=4, n_init=1, n_local=2, threshold=0.9)
+    never = TokenSelectState(top_k=4, n_sink=1, n_local=2, threshold=None)
+    cached = TokenSelectState(top_k=4, n_sink=1, n_local=2, threshold=0.9)
     for state in (never, cached):
         first = state.indices(0, q, k)
         again = state.indices(0, q + 0.01 * torch.randn_like(q), torch.cat([k, torch.randn(1, 2, 1, 16)], 2))
@@ -118,7 +118,7 @@ def test_the_model_is_restored_afterwards():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(top_k=0), "top_k must be"), (dict(top_k=4, n_init=-1), "n_init must be"),
+    (dict(top_k=0), "top_k must be"), (dict(top_k=4, n_sink=-1), "n_sink must be"),
     (dict(top_k=4, n_local=2.5), "n_local must be"), (dict(top_k=4, threshold=1.5), "threshold must be"),
 ])
 def test_bad_settings_are_refused(kwargs, match):

@@ -6,7 +6,7 @@ The cache keeps every token; each decode query attends to a few of them, chosen 
   ``1/sqrt(D)``, as in the release): ``s[h, t] = q[h] . k[t, h // G]``;
 - soft voting across heads (Eq. 6): ``v[t] = sum_h softmax_t(s[h, :])[t]``, so that every
   head has one vote and no head with large logits dominates;
-- the attended set: the first ``n_init`` tokens, the ``top_k`` middle tokens by vote, and the
+- the attended set: the first ``n_sink`` tokens, the ``top_k`` middle tokens by vote, and the
   last ``n_local`` tokens, one set shared by all heads of the layer;
 - the selection cache (§3.3): while consecutive queries stay similar (cosine of the flattened
   query at least ``threshold``), a layer reuses its previous top-k instead of scoring again.
@@ -51,7 +51,7 @@ class TokenSelectState:
     read; ``reused / (selected + reused)`` the selection-cache hit rate)."""
 
     top_k: int
-    n_init: int
+    n_sink: int
     n_local: int
     threshold: float | None
     previous: dict = field(default_factory=dict)  # layer -> (query [B, Hq*D], top [B, k])
@@ -64,7 +64,7 @@ class TokenSelectState:
         """Sorted cache indices [B, L] that query q [B, Hq, D] attends to among keys [B, Hkv, T, D]."""
         B, T = q.shape[0], keys.shape[2]
         every = torch.arange(T, device=q.device).expand(B, T)
-        if self.n_init + self.top_k + self.n_local >= T:
+        if self.n_sink + self.top_k + self.n_local >= T:
             return every
         flat = q.reshape(B, -1).float()
         prev = self.previous.get(layer)
@@ -73,11 +73,11 @@ class TokenSelectState:
             top = prev[1]  # still inside the middle: the middle only grows
             self.reused += 1
         else:
-            middle = keys[:, :, self.n_init:T - self.n_local]  # [B, Hkv, T - n_init - n_local, D]
-            top = soft_vote(q, middle, self.top_k) + self.n_init
+            middle = keys[:, :, self.n_sink:T - self.n_local]  # [B, Hkv, T - n_sink - n_local, D]
+            top = soft_vote(q, middle, self.top_k) + self.n_sink
             self.previous[layer] = (flat, top)
             self.selected += 1
-        return torch.cat([every[:, :self.n_init], top, every[:, T - self.n_local:]], 1)
+        return torch.cat([every[:, :self.n_sink], top, every[:, T - self.n_local:]], 1)
 
 
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -85,7 +85,7 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     whole cache) -> ([B, Q, Hq, D], None)."""
     state: TokenSelectState | None = getattr(module, "_token_select", None)
     Q, T = query.shape[2], key.shape[2]
-    if state is None or Q == T or state.n_init + state.top_k + state.n_local >= T:
+    if state is None or Q == T or state.n_sink + state.top_k + state.n_local >= T:
         if state is not None and Q < T:  # after the prefill: everything visible is attended
             state.attended += sum(range(T - Q + 1, T + 1))
             state.visible += sum(range(T - Q + 1, T + 1))
@@ -108,20 +108,20 @@ AttentionMaskInterface.register(NAME, sdpa_mask)  # the masks SDPA gets, for the
 
 
 @contextlib.contextmanager
-def token_select(model, top_k: int, n_init: int = 4, n_local: int = 64, threshold: float | None = None):
+def token_select(model, top_k: int, n_sink: int = 4, n_local: int = 64, threshold: float | None = None):
     """Within the block, ``model``'s decoder layers attend TokenSelect-style; yields the
     :class:`TokenSelectState` (counters). ``threshold`` None: select at every query (the
     release); else reuse a layer's top-k while the query's cosine to the last scored one is
     at least ``threshold`` (the paper's 0.9)."""
     from tokenworks.kvcache import attention_layers  # kvcache imports kvpress
 
-    for name, value in (("top_k", top_k), ("n_init", n_init), ("n_local", n_local)):
+    for name, value in (("top_k", top_k), ("n_sink", n_sink), ("n_local", n_local)):
         if not isinstance(value, int) or value < (1 if name == "top_k" else 0):
             raise ValueError(f"{name} must be an integer >= {1 if name == 'top_k' else 0}, got {value!r}")
     if threshold is not None and not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1] (a cosine similarity) or None, got {threshold!r}")
     layers = attention_layers(model)
-    state = TokenSelectState(top_k, n_init, n_local, threshold)
+    state = TokenSelectState(top_k, n_sink, n_local, threshold)
     before = model.config._attn_implementation
     for layer in layers:
         layer._token_select = state
