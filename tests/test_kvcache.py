@@ -301,7 +301,7 @@ def test_full_cache_specs_are_explicit():
 @pytest.mark.parametrize("spec,error,match", [
     ({"evcit": "snapkv", "budget": 20}, ValueError, r"unknown key 'evcit'.*'evict'.*'select'"),
     ({"budget": 20}, ValueError, r"unknown key 'budget'"),
-    ({"evict": "snapkv", "budget": 20, "windw_size": 4}, ValueError, r"snapkv has no option 'windw_size'.*window_size"),
+    ({"evict": "snapkv", "budget": 20, "windw_size": 4}, ValueError, r"unknown key 'windw_size' in a snapkv spec: it takes 'evict', 'budget', 'window_size'"),
     ({"evict": "snapkv"}, ValueError, "budget of at least 1"),
     ({"evict": "snapkv", "budget": True}, ValueError, "budget of at least 1"),
     ({"evict": "snap", "budget": 8}, ValueError, "unknown press 'snap'"),
@@ -324,6 +324,7 @@ def test_method_press_refuses_bad_specs(spec, error, match):
     ({"select": {"top_k": 4, "n_init": 4}}, ValueError, r"unknown TokenSelect setting 'n_init'.*'n_sink'"),
     ({"select": 4}, TypeError, r"\{\"select\": \{\"top_k\": k, \.\.\.\}\}"),
     ({"select": {"top_k": 4}, "evict": "snapkv", "budget": 8}, ValueError, "not both"),
+    ({"evict": "h2o", "budget": 8, "window_size": 4}, ValueError, r"unknown key 'window_size' in a h2o spec"),
 ])
 def test_selecting_refuses_bad_specs(spec, error, match):
     model, _ = micro()

@@ -192,32 +192,22 @@ def method_press(method: dict, context_len: int):
         method = {"evict": "streaming", "budget": method["streaming"], "n_sink": method.get("n_sink", 4)}
     options = {k: v for k, v in method.items() if k not in ("evict", "budget")}
     budget = method.get("budget")
-    if method["evict"] not in _PRESS_MAKERS:
-        raise ValueError(f"unknown press {method['evict']!r}: choose from {', '.join(PRESSES)}")
-    maker = _PRESS_MAKERS[method["evict"]]
-    takes = inspect.signature(maker).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in takes.values()):  # adakv passes its options on to SnapKV
-        allowed = [name for name in takes if name != "compression_ratio"]
-        for key in options:
-            if key not in allowed:
-                raise ValueError(f"{method['evict']} has no option {key!r}: its options are "
-                                 f"{', '.join(allowed) or 'none'} (the budget sets compression_ratio)")
     if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
         raise ValueError(f"a press needs a budget of at least 1 entry per head, got {budget!r}")
     if budget >= context_len:
         raise ValueError(f"a budget of {budget} entries is not smaller than the "
                          f"{context_len}-token context: nothing would be evicted")
     # kvpress keeps int(T * (1 - ratio)) entries: the half entry keeps exactly `budget`
-    return maker(compression_ratio=1 - (budget + 0.5) / context_len, **options)
+    return _PRESS_MAKERS[method["evict"]](compression_ratio=1 - (budget + 0.5) / context_len, **options)
 
 
-# the method a spec names, by key, and the other keys each kind takes (press options: the press's)
+# the method a spec names, by key, and the other keys each kind takes (an evict spec: also its press's options)
 _SPEC_KEYS = {"evict": ("budget",), "streaming": ("n_sink",), "press": (), "select": ()}
 
 
 def _spec_kind(method: dict) -> str | None:
     """Which method a spec names (None: ``{}``, the full cache), refusing any key its kind
-    does not take (``method_press`` checks a press's own options)."""
+    does not take."""
     if not isinstance(method, dict):
         raise TypeError(f"a method spec is a dict ({{}} for the full cache, or see method_press), "
                         f"got {type(method).__name__}")
@@ -231,12 +221,18 @@ def _spec_kind(method: dict) -> str | None:
             raise ValueError(f"unknown key {next(iter(method))!r} in a method spec {method}: a spec names "
                              "one of 'evict', 'streaming', 'press', 'select', or is {} for the full cache")
         return None
-    kind = kinds[0]
-    if kind != "evict":
-        unknown = [k for k in method if k != kind and k not in _SPEC_KEYS[kind]]
-        if unknown:
-            takes = ", ".join(repr(k) for k in (kind, *_SPEC_KEYS[kind]))
-            raise ValueError(f"unknown key {unknown[0]!r} in a {kind} spec: it takes {takes}")
+    kind, takes = kinds[0], _SPEC_KEYS[kinds[0]]
+    if kind == "evict":
+        if method["evict"] not in _PRESS_MAKERS:
+            raise ValueError(f"unknown press {method['evict']!r}: choose from {', '.join(PRESSES)}")
+        options = inspect.signature(_PRESS_MAKERS[method["evict"]]).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in options.values()):  # adakv passes its options on to SnapKV
+            return kind
+        takes += tuple(name for name in options if name != "compression_ratio")  # the budget sets it
+    unknown = [k for k in method if k != kind and k not in takes]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in a {method[kind] if kind == 'evict' else kind} spec: "
+                         f"it takes {', '.join(repr(k) for k in (kind, *takes))}")
     if kind == "press" and not isinstance(method["press"], kvpress.BasePress):
         raise TypeError(f"{{'press': p}} needs a kvpress press, got {type(method['press']).__name__}: "
                         "name our presses or kvpress's with {'evict': name, 'budget': b}")

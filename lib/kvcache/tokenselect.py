@@ -134,6 +134,7 @@ AttentionMaskInterface.register(NAME, sdpa_mask)  # the masks SDPA gets, for the
 
 
 def _check_count(name: str, value, least: int) -> int:
+    """``value`` as an int of at least ``least``; bools and non-integers refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer (a number of tokens), got {value!r} ({type(value).__name__})")
     if value < least:
