@@ -183,15 +183,21 @@ def gathered_decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                               scale: float | None = None, splits: int | None = None,
                               block_n: int = 32) -> torch.Tensor:
     """Decode attention over selected cache rows. q: [B, Hq, D]; k, v: [B, Hkv, T, D] (rows
-    contiguous); idx: [B, L] integer indices in [0, T), shared by all heads (not checked here,
-    where it would cost a device sync per call; ``tokenworks.kvcache.tokenselect`` builds them in
-    range). Returns [B, Hq, D] in q's dtype."""
+    contiguous); idx: [B, L] integer indices in [0, T), shared by all heads. The kernel does not
+    range-check its loads: on the CPU (the interpreter) ``idx`` is checked here, for free; on
+    CUDA it is not, as the check would cost a device sync per call (one per layer and decode
+    step), so callers build indices in range (``tokenworks.kvcache.tokenselect`` does, by
+    construction). Returns [B, Hq, D] in q's dtype."""
     check_device(q)
     Hkv, G = _check_heads(q, k)
     if v.shape != k.shape or v.dtype != k.dtype:
         raise ValueError(f"need v like k {tuple(k.shape)}; got {tuple(v.shape)}")
-    if idx.dim() != 2 or idx.shape[0] != q.shape[0] or idx.shape[1] == 0 or idx.is_floating_point():
+    if (idx.dim() != 2 or idx.shape[0] != q.shape[0] or idx.shape[1] == 0 or idx.is_floating_point()
+            or idx.dtype == torch.bool):
         raise ValueError(f"need integer idx [B={q.shape[0]}, L>0]; got {tuple(idx.shape)} {idx.dtype}")
+    T = k.shape[2]
+    if idx.device.type == "cpu" and not bool(((idx >= 0) & (idx < T)).all()):
+        raise ValueError(f"idx holds rows outside the cache [0, {T}): {idx[(idx < 0) | (idx >= T)][:5].tolist()}")
     B, Hq, D = q.shape
     L = idx.shape[1]
     S = splits or default_splits(L, B * Hkv)

@@ -6,7 +6,7 @@ from transformers import DynamicCache
 
 from tokenworks.models.corpus import stdlib_corpus
 from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
-from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, method_press,
+from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, method_press, selecting,
                                 needle_items, needle_rows, perplexity_rows, press_on, recompute_nll, rerotate,
                                 stream_nll)
 
@@ -156,7 +156,7 @@ def test_method_specs_side_by_side():
     model, tok = micro()
     context, target = ids(80), ids(6, seed=3)
     methods = {"full": {}, "streaming": {"streaming": 20, "n_sink": 4},
-               "tokenselect": {"select": {"top_k": 8, "n_init": 4, "n_local": 8}}}
+               "tokenselect": {"select": {"top_k": 8, "n_sink": 4, "n_local": 8}}}
     rows = {r["method"]: r for r in perplexity_rows(model, [(context, target)], methods)}
     assert rows["full"]["nll"] == pytest.approx(continuation_nll(model, context, target)[0].mean().item())
     assert rows["streaming"]["kv_bytes"] == rows["full"]["kv_bytes"] * 20 // 80
@@ -288,3 +288,81 @@ def test_a_named_budget_keeps_exactly_that_many_entries():
             if budget < T:
                 ratio = method_press({"evict": "snapkv", "budget": budget}, T).compression_ratio
                 assert compute_n_kept(T, ratio) == budget == int(T * (1 - ratio)), (T, budget)
+
+
+def test_full_cache_specs_are_explicit():
+    """``{}`` is the full cache; a TokenSelect spec holds no press; every other spec names one."""
+    assert method_press({}, 80) is None
+    assert method_press({"select": {"top_k": 4}}, 80) is None
+    press = SnapKVPress(compression_ratio=0.5)
+    assert method_press({"press": press}, 80) is press
+
+
+@pytest.mark.parametrize("spec,error,match", [
+    ({"evcit": "snapkv", "budget": 20}, ValueError, r"unknown key 'evcit'.*'evict'.*'select'"),
+    ({"budget": 20}, ValueError, r"unknown key 'budget'"),
+    ({"evict": "snapkv", "budget": 20, "windw_size": 4}, ValueError, r"unknown key 'windw_size' in a snapkv spec: it takes 'evict', 'budget', 'window_size'"),
+    ({"evict": "snapkv"}, ValueError, "budget of at least 1"),
+    ({"evict": "snapkv", "budget": True}, ValueError, "budget of at least 1"),
+    ({"evict": "snap", "budget": 8}, ValueError, "unknown press 'snap'"),
+    ({"streaming": 20, "n_snk": 4}, ValueError, r"unknown key 'n_snk' in a streaming spec.*'n_sink'"),
+    ({"press": SnapKVPress(compression_ratio=0.5), "budget": 8}, ValueError, r"unknown key 'budget' in a press spec"),
+    ({"press": "snapkv"}, TypeError, "a kvpress press"),
+    ({"select": {"top_k": 4}, "budget": 8}, ValueError, r"unknown key 'budget' in a select spec"),
+    ({"select": {"top_k": 4}, "evict": "snapkv", "budget": 8}, ValueError, "not both"),
+    ({"streaming": 20, "evict": "snapkv", "budget": 8}, ValueError, "one of"),
+    ("snapkv", TypeError, "a method spec is a dict"),
+])
+def test_method_press_refuses_bad_specs(spec, error, match):
+    with pytest.raises(error, match=match):
+        method_press(spec, 80)
+
+
+@pytest.mark.parametrize("spec,error,match", [
+    ({"evcit": "snapkv", "budget": 20}, ValueError, r"unknown key 'evcit'"),
+    ({"select": {}}, ValueError, r"needs top_k"),
+    ({"select": {"top_k": 4, "n_init": 4}}, ValueError, r"unknown TokenSelect setting 'n_init'.*'n_sink'"),
+    ({"select": 4}, TypeError, r"\{\"select\": \{\"top_k\": k, \.\.\.\}\}"),
+    ({"select": {"top_k": 4}, "evict": "snapkv", "budget": 8}, ValueError, "not both"),
+    ({"evict": "h2o", "budget": 8, "window_size": 4}, ValueError, r"unknown key 'window_size' in a h2o spec"),
+])
+def test_selecting_refuses_bad_specs(spec, error, match):
+    model, _ = micro()
+    with pytest.raises(error, match=match):
+        with selecting(model, spec):
+            pass
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_ids_may_be_tensors():
+    model, _ = micro()
+    context, target = ids(40), ids(5, seed=1)
+    nll, held = continuation_nll(model, context, target)
+    for c, t in ((torch.tensor(context), torch.tensor(target)), (torch.tensor([context]), torch.tensor([target]))):
+        same, same_held = continuation_nll(model, c, t)
+        assert torch.equal(same, nll) and same_held == held
+    out = greedy_after(model, context, target, max_new_tokens=4)
+    assert greedy_after(model, torch.tensor(context), torch.tensor([target]), max_new_tokens=4) == out
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda m: continuation_nll(m, [], ids(2)), ValueError, "context is empty"),
+    (lambda m: continuation_nll(m, ids(10), torch.tensor([1.0, 2.0])), TypeError, "target must hold integer"),
+    (lambda m: continuation_nll(m, ids(10), [3, 10 ** 6]), ValueError, r"target holds ids outside the model's vocabulary"),
+    (lambda m: continuation_nll(m, torch.tensor([ids(10), ids(10)]), ids(2)), ValueError, "context: one sequence"),
+])
+def test_continuation_nll_refuses_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call(micro()[0])
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda m: greedy_after(m, ids(10), []), ValueError, "question is empty"),
+    (lambda m: greedy_after(m, torch.tensor([-1, 4]), ids(2)), ValueError, r"context holds ids outside"),
+    (lambda m: greedy_after(m, ids(10), torch.tensor([True])), TypeError, "question must hold integer"),
+    (lambda m: greedy_after(m, ids(10), ids(2), max_new_tokens=0), ValueError, "max_new_tokens must be"),
+    (lambda m: greedy_after(m, ids(10), ids(2), max_new_tokens=True), TypeError, "max_new_tokens must be"),
+])
+def test_greedy_after_refuses_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call(micro()[0])

@@ -83,5 +83,16 @@ def test_bad_input_is_refused():
         gathered_decode_attention(q, k, k, torch.zeros(1, 3))
     with pytest.raises(ValueError, match="integer idx"):
         gathered_decode_attention(q, k, k, torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer idx"):  # a mask is not a list of rows
+        gathered_decode_attention(q, k, k, torch.ones(1, 10, dtype=torch.bool))
     with pytest.raises(ValueError, match="need v like k"):
         gathered_decode_attention(q, k, k[:, :, :5], torch.zeros(1, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bad", [[[0, 10]], [[-1, 3]]])
+def test_indices_outside_the_cache_are_refused_on_the_cpu(bad):
+    """On the CPU (the interpreter) the check is free; on CUDA it would cost a sync per call,
+    and TokenSelect builds its indices in range (tests/test_tokenselect.py)."""
+    q, k = torch.randn(1, 8, 32), torch.randn(1, 4, 10, 32)
+    with pytest.raises(ValueError, match=r"outside the cache \[0, 10\)"):
+        gathered_decode_attention(q, k, k, torch.tensor(bad))

@@ -19,12 +19,14 @@ it right after the kept entries.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import numbers
 
 import kvpress
 import torch
 from transformers import DynamicCache
 
+from tokenworks.ids import as_ids
 from tokenworks.kvcache.ems import EMSPress
 from tokenworks.kvcache.streamingllm import StreamingLLMPress
 
@@ -112,10 +114,10 @@ def kv_bytes(cache: DynamicCache) -> int:
 @torch.no_grad()
 def continuation_nll(model, context: list[int], target: list[int], press=None) -> tuple[torch.Tensor, int]:
     """Prefill ``context`` under ``press``, then score ``target`` (teacher forcing, one
-    forward, at its true positions). Returns the negative log-likelihood of every target
-    token [len(target)] (float64) and the KV bytes held after compression."""
-    if not context or not target:
-        raise ValueError("context and target must both hold at least one token")
+    forward, at its true positions); ids as lists or tensors (``tokenworks.ids.as_ids``).
+    Returns the negative log-likelihood of every target token [len(target)] (float64) and
+    the KV bytes held after compression."""
+    context, target = as_ids(context, model, name="context"), as_ids(target, model, name="target")
     device = next(model.parameters()).device
     cache, first, held = _prefill(model, context, press)
     logits = [first[None]]
@@ -133,9 +135,13 @@ def greedy_after(model, context: list[int], question: list[int], press=None,
     """Prefill ``context`` under ``press`` (compressed), then feed ``question`` uncompressed
     and decode greedily, all at true positions (kvpress's pipeline). ``query_aware``: the
     question is prefilled and compressed with the context (SnapKV's and EMS's setting, where
-    the observation window holds the question). Returns the new ids."""
-    if not context or not question:
-        raise ValueError("context and question must both hold at least one token")
+    the observation window holds the question). Ids as lists or tensors
+    (``tokenworks.ids.as_ids``). Returns the new ids."""
+    context, question = as_ids(context, model, name="context"), as_ids(question, model, name="question")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
+        raise TypeError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     device = next(model.parameters()).device
     if query_aware:
         cache, logits, _ = _prefill(model, context + question, press)
@@ -165,23 +171,28 @@ PRESSES = tuple(_PRESS_MAKERS)
 
 
 def method_press(method: dict, context_len: int):
-    """The press of a method spec for a context of ``context_len`` tokens:
+    """The press of a method spec for a context of ``context_len`` tokens. A spec is one of:
 
+    - ``{}``: the full cache, no press (the only spec without a method's name, so that a
+      mistyped key is an error, never the full cache);
     - ``{"evict": name, "budget": b, **options}``: press ``name`` (one of ``PRESSES``: ours
       ``ems`` and ``streaming``; kvpress's ``snapkv``, ``pyramidkv``, ``adakv`` (AdaKV over
       SnapKV), ``h2o`` (``ObservedAttentionPress``), ``tova``, ``knorm``) keeping ``b``
-      entries per KV head (on average, for head- or layer-wise budgets);
+      entries per KV head (on average, for head- or layer-wise budgets), with the press's own
+      options;
     - ``{"streaming": b, "n_sink": n}``: our StreamingLLM keeping ``b`` entries, sinks included;
-    - ``{"press": p}``: any kvpress press; otherwise none (the full cache is kept)."""
-    if "streaming" in method:
+    - ``{"press": p}``: any kvpress press;
+    - ``{"select": token_select settings}``: TokenSelect (``selecting``), no press."""
+    kind = _spec_kind(method)
+    if kind is None or kind == "select":
+        return None
+    if kind == "press":
+        return method["press"]
+    if kind == "streaming":
         method = {"evict": "streaming", "budget": method["streaming"], "n_sink": method.get("n_sink", 4)}
-    if "evict" not in method:
-        return method.get("press")
     options = {k: v for k, v in method.items() if k not in ("evict", "budget")}
     budget = method.get("budget")
-    if method["evict"] not in _PRESS_MAKERS:
-        raise ValueError(f"unknown press {method['evict']!r}: choose from {', '.join(PRESSES)}")
-    if not isinstance(budget, numbers.Integral) or budget < 1:
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
         raise ValueError(f"a press needs a budget of at least 1 entry per head, got {budget!r}")
     if budget >= context_len:
         raise ValueError(f"a budget of {budget} entries is not smaller than the "
@@ -190,21 +201,70 @@ def method_press(method: dict, context_len: int):
     return _PRESS_MAKERS[method["evict"]](compression_ratio=1 - (budget + 0.5) / context_len, **options)
 
 
+# the method a spec names, by key, and the other keys each kind takes (an evict spec: also its press's options)
+_SPEC_KEYS = {"evict": ("budget",), "streaming": ("n_sink",), "press": (), "select": ()}
+
+
+def _spec_kind(method: dict) -> str | None:
+    """Which method a spec names (None: ``{}``, the full cache), refusing any key its kind
+    does not take."""
+    if not isinstance(method, dict):
+        raise TypeError(f"a method spec is a dict ({{}} for the full cache, or see method_press), "
+                        f"got {type(method).__name__}")
+    kinds = [k for k in method if k in _SPEC_KEYS]
+    if "select" in kinds and len(kinds) > 1:
+        raise ValueError("a method spec either selects (TokenSelect) or evicts (a press), not both")
+    if len(kinds) > 1:
+        raise ValueError(f"a method spec names one of 'evict', 'streaming', 'press', 'select'; got {kinds}")
+    if not kinds:
+        if method:
+            raise ValueError(f"unknown key {next(iter(method))!r} in a method spec {method}: a spec names "
+                             "one of 'evict', 'streaming', 'press', 'select', or is {} for the full cache")
+        return None
+    kind, takes = kinds[0], _SPEC_KEYS[kinds[0]]
+    if kind == "evict":
+        if method["evict"] not in _PRESS_MAKERS:
+            raise ValueError(f"unknown press {method['evict']!r}: choose from {', '.join(PRESSES)}")
+        options = inspect.signature(_PRESS_MAKERS[method["evict"]]).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in options.values()):  # adakv passes its options on to SnapKV
+            return kind
+        takes += tuple(name for name in options if name != "compression_ratio")  # the budget sets it
+    unknown = [k for k in method if k != kind and k not in takes]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in a {method[kind] if kind == 'evict' else kind} spec: "
+                         f"it takes {', '.join(repr(k) for k in (kind, *takes))}")
+    if kind == "press" and not isinstance(method["press"], kvpress.BasePress):
+        raise TypeError(f"{{'press': p}} needs a kvpress press, got {type(method['press']).__name__}: "
+                        "name our presses or kvpress's with {'evict': name, 'budget': b}")
+    if kind == "select" and not isinstance(method["select"], dict):
+        raise TypeError(f'a select spec is {{"select": {{"top_k": k, ...}}}} (token_select\'s settings), '
+                        f"got {method['select']!r}")
+    return kind
+
+
 @contextlib.contextmanager
 def selecting(model, method: dict):
-    """What a method needs around its run: TokenSelect when the spec has ``{"select":
-    token_select kwargs}`` (yields its state, else None), eager attention for H2O (kvpress's
+    """What a method needs around its run: TokenSelect when the spec is ``{"select":
+    token_select settings}`` (yields its state, else None), eager attention for H2O (kvpress's
     ``ObservedAttentionPress`` reads the attention weights, which only eager returns)."""
-    if method.get("select") and (method.get("evict") or method.get("press") or method.get("streaming")):
-        raise ValueError("a method spec either selects (TokenSelect) or evicts (a press), not both")
+    kind = _spec_kind(method)
+    if kind == "select":
+        from tokenworks.kvcache.tokenselect import token_select
+        settings = list(inspect.signature(token_select).parameters)[1:]  # after the model
+        unknown = [k for k in method["select"] if k not in settings]
+        if unknown:
+            raise ValueError(f"unknown TokenSelect setting {unknown[0]!r}: token_select takes "
+                             f"{', '.join(repr(k) for k in settings)}")
+        if "top_k" not in method["select"]:
+            raise ValueError('a select spec needs top_k, the middle tokens each query attends to: '
+                             '{"select": {"top_k": k, ...}}')
     h2o = method.get("evict") == "h2o" or isinstance(method.get("press"), kvpress.ObservedAttentionPress)
     eager = h2o and model.config._attn_implementation != "eager"
     if eager:
         previous = model.config._attn_implementation
         model.set_attn_implementation("eager")
     try:
-        if method.get("select"):
-            from tokenworks.kvcache.tokenselect import token_select
+        if kind == "select":
             with token_select(model, **method["select"]) as state:
                 yield state
         else:

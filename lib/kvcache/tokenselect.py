@@ -6,10 +6,12 @@ The cache keeps every token; each decode query attends to a few of them, chosen 
   ``1/sqrt(D)``, as in the release): ``s[h, t] = q[h] . k[t, h // G]``;
 - soft voting across heads (Eq. 6): ``v[t] = sum_h softmax_t(s[h, :])[t]``, so that every
   head has one vote and no head with large logits dominates;
-- the attended set: the first ``n_init`` tokens, the ``top_k`` middle tokens by vote, and the
-  last ``n_local`` tokens, one set shared by all heads of the layer;
-- the selection cache (§3.3): while consecutive queries stay similar (cosine of the flattened
-  query at least ``threshold``), a layer reuses its previous top-k instead of scoring again.
+- the attended set: the first ``n_sink`` tokens (the paper's initial tokens; StreamingLLM's and
+  kvpress's sinks), the ``top_k`` middle tokens by vote, and the last ``n_local`` tokens, one set
+  shared by all heads of the layer;
+- the selection cache (§3.3): while consecutive queries of one sequence stay similar (cosine of
+  the flattened query at least ``threshold``), a layer reuses its previous top-k instead of
+  scoring again. A prefill starts a new sequence and clears it.
 
 Deviations, all for Hugging Face models: keys are the cache's, rotated at their true
 positions (the release scores pre-RoPE keys with a query rotated at ``n_local`` and re-rotates
@@ -18,10 +20,16 @@ release's ``h % Hkv`` is wrong under GQA); the first prefill (no past) attends i
 every later query row (decode steps, or each row of a chunk fed after the prefill) selects on
 its own. On CUDA the scoring and the attention run the Triton kernels of
 ``kernels/tokenselect.py``; elsewhere their PyTorch references.
+
+Refused, because selecting over the whole cache would ignore them: sliding-window layers and
+attention-logit softcapping (at ``token_select``, from the config, and at call time from what the
+attention module passes), and an attention mask other than the causal one (padding) on the
+query rows that select.
 """
 from __future__ import annotations
 
 import contextlib
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -51,10 +59,10 @@ class TokenSelectState:
     read; ``reused / (selected + reused)`` the selection-cache hit rate)."""
 
     top_k: int
-    n_init: int
+    n_sink: int
     n_local: int
     threshold: float | None
-    previous: dict = field(default_factory=dict)  # layer -> (query [B, Hq*D], top [B, k])
+    previous: dict = field(default_factory=dict)  # layer -> (query [B, Hq*D], top [B, k], cache length)
     selected: int = 0
     reused: int = 0
     attended: int = 0
@@ -64,20 +72,28 @@ class TokenSelectState:
         """Sorted cache indices [B, L] that query q [B, Hq, D] attends to among keys [B, Hkv, T, D]."""
         B, T = q.shape[0], keys.shape[2]
         every = torch.arange(T, device=q.device).expand(B, T)
-        if self.n_init + self.top_k + self.n_local >= T:
+        if self.n_sink + self.top_k + self.n_local >= T:
             return every
         flat = q.reshape(B, -1).float()
         prev = self.previous.get(layer)
-        if (self.threshold is not None and prev is not None and prev[1].shape[0] == B
+        if (self.threshold is not None and prev is not None and prev[1].shape[0] == B and prev[2] <= T
                 and bool((torch.cosine_similarity(flat, prev[0], dim=-1) >= self.threshold).all())):
-            top = prev[1]  # still inside the middle: the middle only grows
+            top = prev[1]  # the cache has not shrunk since: still inside the middle
             self.reused += 1
         else:
-            middle = keys[:, :, self.n_init:T - self.n_local]  # [B, Hkv, T - n_init - n_local, D]
-            top = soft_vote(q, middle, self.top_k) + self.n_init
-            self.previous[layer] = (flat, top)
+            middle = keys[:, :, self.n_sink:T - self.n_local]  # [B, Hkv, T - n_sink - n_local, D]
+            top = soft_vote(q, middle, self.top_k) + self.n_sink
+            self.previous[layer] = (flat, top, T)
             self.selected += 1
-        return torch.cat([every[:, :self.n_init], top, every[:, T - self.n_local:]], 1)
+        return torch.cat([every[:, :self.n_sink], top, every[:, T - self.n_local:]], 1)
+
+
+def _causal(attention_mask: torch.Tensor, Q: int, T: int) -> bool:
+    """Whether a mask [B or 1, 1, Q, T] (bool, True attends; or additive, 0 attends) lets query
+    row i see exactly the cache up to T - Q + i: no padding."""
+    attends = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+    rows = torch.arange(T - Q, T, device=attends.device)[:, None]
+    return attends.shape[-2:] == (Q, T) and bool((attends == (torch.arange(T, device=attends.device) <= rows)).all())
 
 
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -85,12 +101,22 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     whole cache) -> ([B, Q, Hq, D], None)."""
     state: TokenSelectState | None = getattr(module, "_token_select", None)
     Q, T = query.shape[2], key.shape[2]
-    if state is None or Q == T or state.n_init + state.top_k + state.n_local >= T:
+    if state is not None and (kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None):
+        raise ValueError(f"{type(module).__name__} asks for sliding_window={kwargs.get('sliding_window')}, "
+                         f"softcap={kwargs.get('softcap')}, which TokenSelect's selection over the whole "
+                         "cache would ignore: use a model whose layers all attend in full, without softcapping")
+    if state is not None and Q == T:  # a prefill: a new sequence, whose queries nothing was selected for
+        state.previous.pop(module.layer_idx, None)
+    if state is None or Q == T or state.n_sink + state.top_k + state.n_local >= T:
         if state is not None and Q < T:  # after the prefill: everything visible is attended
             state.attended += sum(range(T - Q + 1, T + 1))
             state.visible += sum(range(T - Q + 1, T + 1))
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
+    if attention_mask is not None and not _causal(attention_mask, Q, T):
+        raise ValueError("TokenSelect attends to every cached token up to each query, so it cannot honour "
+                         "an attention mask with padding (or a static cache's unfilled slots): run one "
+                         "unpadded sequence at a time, with a DynamicCache")
     attend = gathered_decode_attention if query.is_cuda else gathered_decode_attention_reference
     rows = []
     for i in range(Q):  # row i sees the cache up to position T - Q + i
@@ -107,21 +133,51 @@ AttentionInterface.register(NAME, _attention)
 AttentionMaskInterface.register(NAME, sdpa_mask)  # the masks SDPA gets, for the full-attention path
 
 
+def _check_count(name: str, value, least: int) -> int:
+    """``value`` as an int of at least ``least``; bools and non-integers refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer (a number of tokens), got {value!r} ({type(value).__name__})")
+    if value < least:
+        raise ValueError(f"{name} must be >= {least}, got {value}")
+    return int(value)
+
+
+def _check_attention(model) -> None:
+    """Refuse what the selection would ignore: sliding-window layers (``layer_types`` other than
+    full attention, or a ``sliding_window`` where the config has no layer types, as Mistral)
+    and attention-logit softcapping (Gemma 2)."""
+    config = model.config
+    types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    other = sorted({t for t in types if t != "full_attention"}) if types else []
+    if other or (not types and window is not None):
+        raise ValueError(f"TokenSelect selects over the whole cache, so it cannot honour sliding-window "
+                         f"attention: {type(model).__name__} has sliding_window={window}, layer types "
+                         f"{other or 'unset'}. Use a model whose layers all attend in full")
+    cap = getattr(config, "attn_logit_softcapping", None)
+    if cap is not None:
+        raise ValueError(f"TokenSelect's attention does not apply attention-logit softcapping "
+                         f"({type(model).__name__} has attn_logit_softcapping={cap}): use a model without it")
+
+
 @contextlib.contextmanager
-def token_select(model, top_k: int, n_init: int = 4, n_local: int = 64, threshold: float | None = None):
+def token_select(model, top_k: int, n_sink: int = 4, n_local: int = 64, threshold: float | None = None):
     """Within the block, ``model``'s decoder layers attend TokenSelect-style; yields the
     :class:`TokenSelectState` (counters). ``threshold`` None: select at every query (the
     release); else reuse a layer's top-k while the query's cosine to the last scored one is
     at least ``threshold`` (the paper's 0.9)."""
     from tokenworks.kvcache import attention_layers  # kvcache imports kvpress
 
-    for name, value in (("top_k", top_k), ("n_init", n_init), ("n_local", n_local)):
-        if not isinstance(value, int) or value < (1 if name == "top_k" else 0):
-            raise ValueError(f"{name} must be an integer >= {1 if name == 'top_k' else 0}, got {value!r}")
-    if threshold is not None and not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be in (0, 1] (a cosine similarity) or None, got {threshold!r}")
+    top_k = _check_count("top_k", top_k, 1)
+    n_sink, n_local = _check_count("n_sink", n_sink, 0), _check_count("n_local", n_local, 0)
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            raise TypeError(f"threshold must be a number in (0, 1] (a cosine similarity) or None, got {threshold!r}")
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1] (a cosine similarity) or None, got {threshold!r}")
     layers = attention_layers(model)
-    state = TokenSelectState(top_k, n_init, n_local, threshold)
+    _check_attention(model)
+    state = TokenSelectState(top_k, n_sink, n_local, threshold)
     before = model.config._attn_implementation
     for layer in layers:
         layer._token_select = state
