@@ -146,7 +146,7 @@ def test_every_method_equals_greedy_and_hf_generate(name):
 def test_eos_stops_and_is_kept():
     model, tok = model64("tw-code")
     prompt = tok("x = 1\n")["input_ids"]
-    free = generate(model, prompt, "greedy", max_new_tokens=12, eos_token_id=-1).tokens
+    free = generate(model, prompt, "greedy", max_new_tokens=12, eos_token_id=()).tokens
     eos = free[3]
     for method in METHODS:
         out = generate(model, prompt, method, max_new_tokens=12, eos_token_id=eos).tokens
@@ -154,12 +154,57 @@ def test_eos_stops_and_is_kept():
         assert out == hf_generate(model, prompt, 12, eos)
 
 
+def _cut(tokens: list[int], ends: set[int]) -> list[int]:
+    """``tokens`` up to and including the first one in ``ends`` (all of them if none is)."""
+    hits = [i for i, t in enumerate(tokens) if t in ends]
+    return tokens[: hits[0] + 1] if hits else tokens
+
+
+def test_eos_accepts_an_int_a_list_a_set_and_the_configs_list(monkeypatch):
+    """Any id of a list or set ends the output (Llama-3 ends on <|end_of_text|> and on
+    <|eot_id|>); without eos_token_id, every id of the config's list does."""
+    model, tok = model64("tw-code")
+    prompt = tok("x = 1\n")["input_ids"]
+    free = generate(model, prompt, "greedy", max_new_tokens=12, eos_token_id=()).tokens
+    unused = next(t for t in range(5, 4096) if t not in free)
+    sooner, later = free[3], free[7]
+    assert free.index(sooner) < free.index(later)
+    for eos, ends in ((sooner, {sooner}), ([unused, sooner], {sooner}), ({later, sooner}, {sooner}),
+                      ((later,), {later}), (frozenset(), set())):
+        for method in METHODS:
+            got = generate(model, prompt, method, max_new_tokens=12, eos_token_id=eos).tokens
+            assert got == _cut(free, ends), (method, eos)
+    monkeypatch.setattr(model.config, "eos_token_id", [unused, sooner])
+    for method in METHODS:
+        assert generate(model, prompt, method, max_new_tokens=12).tokens == _cut(free, {sooner}), method
+
+
+def test_eos_ids_reads_ints_collections_and_the_config(monkeypatch):
+    from tokenworks.ids import eos_ids
+
+    model, _ = model64("tw-micro")
+    assert eos_ids(3) == eos_ids([3]) == eos_ids({3}) == eos_ids((3,), model) == frozenset({3})
+    assert eos_ids([3, 7, 3], model) == frozenset({3, 7})
+    assert eos_ids([], model) == eos_ids(None) == frozenset()  # no EOS
+    assert eos_ids(None, model) == frozenset({0})  # tw-micro's config
+    monkeypatch.setattr(model.config, "eos_token_id", [2, 9])
+    assert eos_ids(None, model) == frozenset({2, 9})
+    monkeypatch.setattr(model.config, "eos_token_id", None)
+    assert eos_ids(None, model) == frozenset()
+    for bad in (2.0, "</s>", True, [1, 2.5], [False]):
+        with pytest.raises(TypeError, match="eos_token_id"):
+            eos_ids(bad, model)
+    for bad in (-1, [3, 4096]):
+        with pytest.raises(ValueError, match="vocabulary"):
+            eos_ids(bad, model)
+
+
 def test_max_new_tokens_is_respected_by_multi_token_steps():
     model, tok = model64("tw-micro")
     prompt = tok("aaaa bbbb aaaa bbbb aaaa bbbb aaaa")["input_ids"]
     for n in (1, 2, 5):
         for method in METHODS:
-            assert len(generate(model, prompt, method, max_new_tokens=n, eos_token_id=-1).tokens) == n
+            assert len(generate(model, prompt, method, max_new_tokens=n, eos_token_id=()).tokens) == n
 
 
 # --- bad input ---------------------------------------------------------------------------

@@ -30,19 +30,18 @@ def make_drafter(method: str, model=None, **options):
 
 
 def generate(model, input_ids, method: str = "greedy", max_new_tokens: int = 256,
-             drafter=None, eos_token_id: int | None = None, **options) -> Generation:
+             drafter=None, eos_token_id=None, **options) -> Generation:
     """Greedy generation with ``method``'s drafts; the tokens equal plain greedy decoding.
 
-    ``input_ids``: one prompt (list, 1-D tensor or ``[1, n]`` tensor). ``eos_token_id``
-    defaults to the model's. Returns a :class:`Generation` (tokens and per-step statistics).
+    ``input_ids``: one prompt (list, 1-D tensor or ``[1, n]`` tensor). ``eos_token_id``: one
+    id or a list or set of ids, the first of which ends the output (``[]``: none); by default
+    every id of the model's ``config.eos_token_id``. Returns a :class:`Generation` (tokens
+    and per-step statistics).
     """
     if not hasattr(model, "config") or not getattr(model.config, "use_cache", True):
         raise ValueError("speculative decoding needs a causal LM with a KV cache "
                          "(a transformers model whose config has use_cache=True)")
     drafter = drafter or make_drafter(method, model, **options)
-    if eos_token_id is None:
-        eos_token_id = model.config.eos_token_id
-        eos_token_id = eos_token_id[0] if isinstance(eos_token_id, list) else eos_token_id
     return run(model, input_ids, drafter, max_new_tokens, eos_token_id)
 
 

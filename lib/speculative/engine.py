@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from tokenworks.ids import eos_ids
 from tokenworks.speculative.tree import DraftTree, additive_mask
 
 # The attention implementation name under which kernel_attention.use_tree_kernel registers
@@ -78,15 +79,18 @@ def _as_prompt(input_ids) -> list[int]:
 
 
 @torch.no_grad()
-def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id: int | None = None) -> Generation:
+def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Generation:
     """Generate up to ``max_new_tokens`` tokens greedily, drafting with ``drafter``.
 
     ``drafter`` has ``start(prompt)``, ``draft(context) -> DraftTree`` and
-    ``update(tree, logits, path, context)``. Stops after an EOS token (kept in the output).
+    ``update(tree, logits, path, context)``. Stops after the first EOS token (kept in the
+    output): ``eos_token_id`` is one id or a collection of ids (``None``: the model's
+    config's, all of them; see :func:`tokenworks.ids.eos_ids`).
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     prompt = _as_prompt(input_ids)
+    ends = eos_ids(eos_token_id, model)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     cache = DynamicCache(config=model.config)
@@ -136,8 +140,9 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id: int | None
         gen.accepted.append(len(new))
         gen.drafted.append(T - 1)
         gen.tokens += new
-        if eos_token_id is not None and eos_token_id in new:
-            gen.tokens = gen.tokens[: len(gen.tokens) - len(new) + new.index(eos_token_id) + 1]
+        stop = next((i for i, t in enumerate(new) if t in ends), None)
+        if stop is not None:  # keep the first EOS, drop what follows it
+            gen.tokens = gen.tokens[: len(gen.tokens) - len(new) + stop + 1]
             break
     gen.tokens = gen.tokens[:max_new_tokens]
     if device.type == "cuda":
