@@ -217,8 +217,14 @@ def test_bad_input_fails_clearly():
         generate(model, [1, 2], "greedy", max_new_tokens=0)
     with pytest.raises(ValueError, match="unknown method .* token_recycling"):
         generate(model, [1, 2], "medusa")
-    with pytest.raises(ValueError, match="batch 1"):
+    with pytest.raises(ValueError, match="batch of 2"):
         generate(model, torch.ones(2, 3, dtype=torch.long), "greedy")
+    with pytest.raises(ValueError, match=r"outside the model's vocabulary \[0, 4096\): \[4096, -1\]"):
+        generate(model, [1, 4096, -1], "greedy")
+    with pytest.raises(TypeError, match="integer token ids"):
+        generate(model, torch.tensor([1.0, 2.0]), "greedy")
+    with pytest.raises(TypeError, match="tokenize the text first"):
+        generate(model, "def f(x):", "greedy")
     with pytest.raises(ValueError, match="KV cache"):
         generate(torch.nn.Linear(2, 2), [1, 2], "greedy")
 
@@ -230,6 +236,9 @@ def test_model_that_does_not_cache_fails_clearly():
         def __init__(self):
             super().__init__()
             self.inner, self.config = model, model.config
+
+        def get_input_embeddings(self):
+            return self.inner.get_input_embeddings()
 
         def forward(self, *args, past_key_values=None, **kwargs):
             return self.inner(*args, **kwargs)  # drops the cache

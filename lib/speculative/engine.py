@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from tokenworks.ids import eos_ids
+from tokenworks.ids import as_ids, eos_ids
 from tokenworks.speculative.tree import DraftTree, additive_mask
 
 # The attention implementation name under which kernel_attention.use_tree_kernel registers
@@ -64,20 +64,6 @@ def _compact(cache: DynamicCache, cache_len: int, path: list[int]) -> None:
         layer.values = layer.values.index_select(-2, keep)
 
 
-def _as_prompt(input_ids) -> list[int]:
-    if isinstance(input_ids, torch.Tensor):
-        if input_ids.dim() == 2:
-            if input_ids.shape[0] != 1:
-                raise ValueError(f"speculative generation is batch 1; got a batch of "
-                                 f"{input_ids.shape[0]} prompts: call it once per prompt")
-            input_ids = input_ids[0]
-        input_ids = input_ids.tolist()
-    prompt = [int(t) for t in input_ids]
-    if not prompt:
-        raise ValueError("the prompt is empty: pass at least one token id")
-    return prompt
-
-
 @torch.no_grad()
 def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Generation:
     """Generate up to ``max_new_tokens`` tokens greedily, drafting with ``drafter``.
@@ -89,7 +75,7 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    prompt = _as_prompt(input_ids)
+    prompt = as_ids(input_ids, model)
     ends = eos_ids(eos_token_id, model)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
