@@ -229,6 +229,29 @@ def test_bad_input_fails_clearly():
         generate(torch.nn.Linear(2, 2), [1, 2], "greedy")
 
 
+def test_drafter_options_fail_clearly():
+    """No model for Token Recycling, an unknown option, options or a method that disagree with
+    a given drafter: each is refused at once, never dropped or defaulted."""
+    model, _ = model64("tw-micro")
+    with pytest.raises(ValueError, match="pass the model .* or vocab_size="):
+        make_drafter("token_recycling")
+    assert make_drafter("token_recycling", vocab_size=100, device="cpu").A.shape == (100, 8)
+    assert make_drafter("token_recycling", model).A.shape == (4096, 8)
+    with pytest.raises(ValueError, match="vocab_size=10 .* 4096"):
+        make_drafter("token_recycling", model, vocab_size=10)
+    with pytest.raises(TypeError, match="unknown option 'num_drafts' for prompt_lookup: it takes "
+                                        "max_ngram, num_draft"):
+        make_drafter("prompt_lookup", num_drafts=4)
+    with pytest.raises(TypeError, match="unknown options 'a', 'k' for greedy: it takes no options"):
+        generate(model, [1, 2, 3], "greedy", k=3, a=1)
+    drafter = make_drafter("prompt_lookup")
+    with pytest.raises(ValueError, match="num_draft .* drafter="):
+        generate(model, [1, 2, 3], drafter=drafter, num_draft=3)
+    with pytest.raises(ValueError, match="method='lookahead' .* PromptLookup"):
+        generate(model, [1, 2, 3], "lookahead", drafter=drafter)
+    assert generate(model, [1, 2, 3], "prompt_lookup", max_new_tokens=2, drafter=drafter).tokens
+
+
 def test_model_that_does_not_cache_fails_clearly():
     model, _ = model64("tw-micro")
 

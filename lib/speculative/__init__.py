@@ -9,6 +9,8 @@ Options go to the drafter; pass ``drafter=`` to keep one drafter's state across 
 """
 from __future__ import annotations
 
+import inspect
+
 from tokenworks.speculative.engine import Generation, Greedy, run
 from tokenworks.speculative.lookahead import Lookahead
 from tokenworks.speculative.prompt_lookup import PromptLookup
@@ -19,20 +21,53 @@ METHODS = {"greedy": Greedy, "prompt_lookup": PromptLookup,
            "token_recycling": TokenRecycling, "lookahead": Lookahead}
 
 
-def make_drafter(method: str, model=None, **options):
-    """A fresh drafter for ``method``; Token Recycling sizes its matrix from the model."""
+def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+
+
+def _options(method: str) -> list[str]:
+    """The option names ``method``'s drafter class takes."""
+    return list(inspect.signature(METHODS[method]).parameters)
+
+
+def make_drafter(method: str, model=None, **options):
+    """A fresh drafter for ``method``; ``options`` are its class's arguments, checked by name.
+
+    Token Recycling keeps a matrix row per token: sized from ``model`` (its output
+    vocabulary, on its device), or pass ``vocab_size=`` (and ``device=``) without a model.
+    """
+    _check_method(method)
+    unknown = sorted(set(options) - set(_options(method)))
+    if unknown:
+        takes = f"it takes {', '.join(_options(method))}" if _options(method) else "it takes no options"
+        raise TypeError(f"unknown option{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} "
+                        f"for {method}: {takes}")
     if method == "token_recycling":
-        options.setdefault("vocab_size", model.get_output_embeddings().weight.shape[0])
-        options.setdefault("device", next(model.parameters()).device)
+        options = _recycling_options(model, options)
     return METHODS[method](**options)
 
 
-def generate(model, input_ids, method: str = "greedy", max_new_tokens: int = 256,
+def _recycling_options(model, options: dict) -> dict:
+    if model is None:
+        if "vocab_size" not in options:
+            raise ValueError("token_recycling keeps a matrix row per token: pass the model "
+                             "(make_drafter('token_recycling', model)) or vocab_size=")
+        return options
+    n = model.get_output_embeddings().weight.shape[0]
+    if options.get("vocab_size", n) < n:
+        raise ValueError(f"vocab_size={options['vocab_size']} is smaller than the model's {n} "
+                         "output tokens: the matrix needs a row for every token it can draft")
+    return {"vocab_size": n, "device": next(model.parameters()).device, **options}
+
+
+def generate(model, input_ids, method: str | None = None, max_new_tokens: int = 256,
              drafter=None, eos_token_id=None, **options) -> Generation:
     """Greedy generation with ``method``'s drafts; the tokens equal plain greedy decoding.
 
+    ``method``: a name of ``METHODS`` (default ``greedy``), drafting with a fresh drafter
+    made from ``options``; or pass ``drafter=`` to keep one drafter's state across calls
+    (then no options, and ``method``, if given, must name the drafter's class).
     ``input_ids``: one prompt (list, 1-D tensor or ``[1, n]`` tensor). ``eos_token_id``: one
     id or a list or set of ids, the first of which ends the output (``[]``: none); by default
     every id of the model's ``config.eos_token_id``. Returns a :class:`Generation` (tokens
@@ -41,7 +76,16 @@ def generate(model, input_ids, method: str = "greedy", max_new_tokens: int = 256
     if not hasattr(model, "config") or not getattr(model.config, "use_cache", True):
         raise ValueError("speculative decoding needs a causal LM with a KV cache "
                          "(a transformers model whose config has use_cache=True)")
-    drafter = drafter or make_drafter(method, model, **options)
+    if method is not None:
+        _check_method(method)
+    if drafter is None:
+        drafter = make_drafter(method or "greedy", model, **options)
+    elif options:
+        raise ValueError(f"options {', '.join(sorted(options))} configure a new drafter, but "
+                         "drafter= is given, already configured: pass one or the other")
+    elif method is not None and not isinstance(drafter, METHODS[method]):
+        raise ValueError(f"method={method!r} but drafter= is a {type(drafter).__name__}: "
+                         "pass one or the other")
     return run(model, input_ids, drafter, max_new_tokens, eos_token_id)
 
 
