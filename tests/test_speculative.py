@@ -250,6 +250,8 @@ def test_drafter_options_fail_clearly():
     with pytest.raises(ValueError, match="method='lookahead' .* PromptLookup"):
         generate(model, [1, 2, 3], "lookahead", drafter=drafter)
     assert generate(model, [1, 2, 3], "prompt_lookup", max_new_tokens=2, drafter=drafter).tokens
+    with pytest.raises(TypeError, match="start, draft and update of tokenworks.speculative.Drafter"):
+        generate(model, [1, 2, 3], drafter=lambda context: [1])
 
 
 def test_model_that_does_not_cache_fails_clearly():

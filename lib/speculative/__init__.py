@@ -5,18 +5,21 @@
 
 Methods: ``greedy`` (the reference), ``prompt_lookup``, ``token_recycling``, ``lookahead``.
 Options go to the drafter; pass ``drafter=`` to keep one drafter's state across calls
-(Token Recycling's matrix, Lookahead's output trie), as the papers do across queries.
+(Token Recycling's matrix, Lookahead's output trie), as the papers do across queries. A
+drafter is anything with the :class:`Drafter` protocol's ``start``, ``draft`` and ``update``.
 """
 from __future__ import annotations
 
 import inspect
 
+from tokenworks.speculative.drafter import Drafter
 from tokenworks.speculative.engine import Generation, Greedy, run
 from tokenworks.speculative.lookahead import Lookahead
 from tokenworks.speculative.prompt_lookup import PromptLookup
 from tokenworks.speculative.token_recycling import TokenRecycling
 from tokenworks.speculative.tree import DraftTree
 
+# Drafter classes by name: their instances satisfy the Drafter protocol
 METHODS = {"greedy": Greedy, "prompt_lookup": PromptLookup,
            "token_recycling": TokenRecycling, "lookahead": Lookahead}
 
@@ -89,5 +92,5 @@ def generate(model, input_ids, method: str | None = None, max_new_tokens: int = 
     return run(model, input_ids, drafter, max_new_tokens, eos_token_id)
 
 
-__all__ = ["generate", "make_drafter", "Generation", "DraftTree", "Greedy", "PromptLookup",
+__all__ = ["generate", "make_drafter", "Drafter", "Generation", "DraftTree", "Greedy", "PromptLookup",
            "TokenRecycling", "Lookahead", "METHODS"]

@@ -24,6 +24,7 @@ import torch
 from transformers import DynamicCache
 
 from tokenworks.ids import as_ids, eos_ids
+from tokenworks.speculative.drafter import Drafter
 from tokenworks.speculative.tree import DraftTree, additive_mask
 
 # The attention implementation name under which kernel_attention.use_tree_kernel registers
@@ -68,13 +69,16 @@ def _compact(cache: DynamicCache, cache_len: int, path: list[int]) -> None:
 def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Generation:
     """Generate up to ``max_new_tokens`` tokens greedily, drafting with ``drafter``.
 
-    ``drafter`` has ``start(prompt)``, ``draft(context) -> DraftTree`` and
-    ``update(tree, logits, path, context)``. Stops after the first EOS token (kept in the
+    ``drafter`` satisfies :class:`~tokenworks.speculative.drafter.Drafter`: ``start(prompt)``,
+    ``draft(context) -> DraftTree`` and ``update(tree, logits, path, context)``. Stops after the first EOS token (kept in the
     output): ``eos_token_id`` is one id or a collection of ids (``None``: the model's
     config's, all of them; see :func:`tokenworks.ids.eos_ids`).
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if not isinstance(drafter, Drafter):
+        raise TypeError(f"drafter must have the methods start, draft and update of "
+                        f"tokenworks.speculative.Drafter; got a {type(drafter).__name__}")
     prompt = as_ids(input_ids, model)
     ends = eos_ids(eos_token_id, model)
     device = next(model.parameters()).device
