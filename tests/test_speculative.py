@@ -254,6 +254,31 @@ def test_drafter_options_fail_clearly():
         generate(model, [1, 2, 3], drafter=lambda context: [1])
 
 
+def _sliding_model(kind: str):
+    """A tiny randomly initialised model with sliding-window layers (no download): Gemma-3's
+    hybrid pattern (sliding, then full) or Mistral's window on every layer."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1, head_dim=8, sliding_window=4)
+    if kind == "gemma3":
+        config = Gemma3TextConfig(**shape, layer_types=["sliding_attention", "full_attention"])
+        return Gemma3ForCausalLM(config).eval()
+    return MistralForCausalLM(MistralConfig(**shape)).eval()
+
+
+@pytest.mark.parametrize("kind,layers", [("gemma3", r"\[0\]"), ("mistral", r"\[0, 1\]")])
+def test_sliding_window_layers_are_refused_at_entry(kind, layers):
+    """The cache compaction and the one tree mask for every layer hold for full-attention
+    layers only; a sliding-window model is refused before any forward, naming the limitation."""
+    model = _sliding_model(kind)
+    for method in METHODS:
+        with pytest.raises(ValueError, match=f"layers {layers} .*DynamicSlidingWindowLayer.*"
+                                             "full-attention layers only"):
+            generate(model, list(range(3, 13)), method, max_new_tokens=8)
+
+
 def test_model_that_does_not_cache_fails_clearly():
     model, _ = model64("tw-micro")
 

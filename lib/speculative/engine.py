@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from tokenworks.ids import as_ids, eos_ids
 from tokenworks.speculative.drafter import Drafter
@@ -55,6 +56,24 @@ class Generation:
         return sum(self.accepted) / max(1, self.steps)
 
 
+def _full_attention_cache(model) -> DynamicCache:
+    """An empty KV cache for ``model``; refuses a model whose cache layers are not all full
+    attention (a sliding window keeps only its last positions, so the absolute positions
+    :func:`_compact` indexes are wrong there, and one tree mask serves every layer)."""
+    cache = DynamicCache(config=model.config)
+    other = {i: type(layer).__name__ for i, layer in enumerate(cache.layers)
+             if type(layer) is not DynamicLayer}
+    if other:
+        raise ValueError(
+            f"{type(model).__name__}'s layers {sorted(other)} keep a "
+            f"{'/'.join(sorted(set(other.values())))} cache (a sliding window or another "
+            "partial cache): speculative decoding here masks every layer alike and compacts "
+            "the cache by absolute position, which holds for full-attention layers only. Use a "
+            "model whose layers all attend to the whole context (a config whose sequences stay "
+            "within its sliding_window may set sliding_window=None)")
+    return cache
+
+
 def _compact(cache: DynamicCache, cache_len: int, path: list[int]) -> None:
     """Keep the first ``cache_len`` positions and the tree nodes on ``path``; drop the rest."""
     device = cache.layers[0].keys.device
@@ -70,9 +89,10 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
     """Generate up to ``max_new_tokens`` tokens greedily, drafting with ``drafter``.
 
     ``drafter`` satisfies :class:`~tokenworks.speculative.drafter.Drafter`: ``start(prompt)``,
-    ``draft(context) -> DraftTree`` and ``update(tree, logits, path, context)``. Stops after the first EOS token (kept in the
-    output): ``eos_token_id`` is one id or a collection of ids (``None``: the model's
-    config's, all of them; see :func:`tokenworks.ids.eos_ids`).
+    ``draft(context) -> DraftTree`` and ``update(tree, logits, path, context)``. Stops after
+    the first EOS token (kept in the output): ``eos_token_id`` is one id or a collection of
+    ids (``None``: the model's config's, all of them; see :func:`tokenworks.ids.eos_ids`).
+    Models with sliding-window (or other partial-cache) layers are refused.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
@@ -83,7 +103,7 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
     ends = eos_ids(eos_token_id, model)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    cache = DynamicCache(config=model.config)
+    cache = _full_attention_cache(model)
     t0 = time.perf_counter()
     if len(prompt) > 1:  # prefill all but the last token, which becomes the first root
         out = model(torch.tensor([prompt[:-1]], device=device), past_key_values=cache, use_cache=True)
