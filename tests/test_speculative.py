@@ -323,29 +323,61 @@ def test_spec_bench_question_file(tmp_path):
         ("mt_bench", "question 0"), ("translation", "question 2"), ("qa", "question 3")]
 
 
-def test_generation_through_the_tree_kernel_is_unchanged():
-    """With the Triton kernel as the model's attention, tree steps give the same tokens."""
-    from tokenworks.speculative.kernel_attention import use_tree_kernel
+# A small branching template (10 nodes, siblings at depths 1 to 3): cheap in the interpreter.
+BRANCHING = [[0], [1], [2], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 0, 0, 0]]
+
+
+def _tree_kernel_model(monkeypatch):
+    """tw-micro in float32 with the Triton tree kernel as its attention (a fresh copy), and
+    the list of tree sizes the kernel was handed (a spy on the attention function)."""
+    from transformers import AttentionInterface
+
+    from tokenworks.speculative.engine import TREE_KERNEL
+    from tokenworks.speculative.kernel_attention import tree_attention_forward, use_tree_kernel
 
     model, tok = load("tw-micro", device="cpu", dtype=torch.float32)
-    prompt = tok("def f(a, b):\n    return a + b\n\ndef g(a, b):\n    return")["input_ids"]
-    want = generate(model, prompt, "prompt_lookup", max_new_tokens=12)
-    calls = []
-    from tokenworks.speculative import kernel_attention
-    original = kernel_attention.tree_attention_forward
+    use_tree_kernel(model)
+    sizes = []
 
     def spy(*args, tree_bits=None, **kwargs):
-        calls.append(tree_bits is not None)
-        return original(*args, tree_bits=tree_bits, **kwargs)
-    kernel_attention.tree_attention_forward = spy
-    try:
-        use_tree_kernel(model)
-        got = generate(model, prompt, "prompt_lookup", max_new_tokens=12)
-    finally:
-        kernel_attention.tree_attention_forward = original
-        use_tree_kernel(model)  # re-register the real function under the name
-    assert any(calls), "no tree step went through the kernel"
-    assert got.tokens == want.tokens and got.accepted == want.accepted
+        if tree_bits is not None:
+            sizes.append(tree_bits.shape[0])
+        return tree_attention_forward(*args, tree_bits=tree_bits, **kwargs)
+    monkeypatch.setitem(AttentionInterface._global_mapping, TREE_KERNEL, spy)
+    return model, tok, sizes
+
+
+def test_tree_kernel_steps_build_no_dense_mask(monkeypatch):
+    """With the kernel on, tree steps hand it ancestor bits only: the dense [T, L + T] mask
+    is never built, so the kernel's memory saving holds end to end."""
+    from tokenworks.speculative import engine
+
+    model, tok, sizes = _tree_kernel_model(monkeypatch)
+
+    def no_dense_mask(*args, **kwargs):
+        raise AssertionError("the dense tree mask was built although the kernel is on")
+    monkeypatch.setattr(engine, "additive_mask", no_dense_mask)
+    prompt = tok("def f(a, b):\n    return a + b\n\ndef g(a, b):\n    return")["input_ids"]
+    out = generate(model, prompt, "prompt_lookup", max_new_tokens=4)
+    assert sizes and max(out.drafted) > 0, "no tree step went through the kernel"
+
+
+def test_tree_kernel_on_branching_drafts_equals_dense_mask_and_greedy(monkeypatch):
+    """Token Recycling's branching trees through the kernel inside tw-micro: the same tokens
+    and acceptances as the dense-mask path, and greedy decoding's tokens (float32). The
+    matrix is warmed by a first query, so the second one accepts drafts from its trees."""
+    dense, tok = load("tw-micro", device="cpu", dtype=torch.float32)
+    kernel, _, sizes = _tree_kernel_model(monkeypatch)
+    prompts = [tok(t)["input_ids"] for t in ("x = 1\ny = 2\nx = 1\ny = 2\n", "def f(x):\n    return")]
+    runs = {}
+    for name, model in (("dense", dense), ("kernel", kernel)):
+        drafter = make_drafter("token_recycling", model, template=BRANCHING)
+        runs[name] = [generate(model, p, max_new_tokens=16, drafter=drafter) for p in prompts]
+    for d, k, p in zip(runs["dense"], runs["kernel"], prompts):
+        assert k.tokens == d.tokens == generate(dense, p, "greedy", max_new_tokens=16).tokens
+        assert k.accepted == d.accepted
+    assert set(sizes) == {len(BRANCHING) + 1}, "the kernel did not see the branching trees"
+    assert max(a for g in runs["kernel"] for a in g.accepted) > 1, "no draft was accepted"
 
 
 @pytest.mark.parametrize("method", ["token_recycling", "lookahead"])

@@ -5,7 +5,9 @@ Each step (batch 1, greedy):
 1. the drafter proposes a :class:`~tokenworks.speculative.tree.DraftTree` whose root is the
    last committed token ``cur`` (not yet in the KV cache, which holds ``L`` tokens);
 2. one forward runs the ``T`` tree tokens at positions ``L + depth`` with the ancestor mask
-   (cache fully visible), appending ``T`` keys and values;
+   (cache fully visible), appending ``T`` keys and values; with the Triton tree kernel
+   (:func:`~tokenworks.speculative.kernel_attention.use_tree_kernel`) the mask travels as
+   ancestor bits and the dense ``[T, L + T]`` mask is never built;
 3. greedy verification keeps the longest path whose tokens equal their parents' argmax,
    and emits the path's drafted tokens plus the bonus token (argmax after its last node);
 4. the cache is compacted so that only the path's keys and values stay (``L + len(path)``);
@@ -128,11 +130,12 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
         ids = torch.tensor([tree.tokens], device=device)
         depth = torch.tensor([tree.depths()], device=device)
         mask, extra = None, {}
-        if T > 1:
+        if T > 1:  # the kernel reads ancestor bits; only SDPA needs the dense mask
             ancestors = tree.ancestor_mask(device)  # [T, T]
-            mask = additive_mask(ancestors, L, dtype)
             if kernel:
-                extra = {"tree_bits": ancestor_bits(ancestors)}
+                extra = {"tree_bits": ancestor_bits(ancestors)}  # [T, ceil(T / 64)]
+            else:
+                mask = additive_mask(ancestors, L, dtype)  # [1, 1, T, L + T]
         out = model(ids, position_ids=L + depth, attention_mask=mask, past_key_values=cache,
                     use_cache=True, **extra)
         if cache.get_seq_length() != L + T:
