@@ -71,8 +71,8 @@ def _full_attention_cache(model) -> DynamicCache:
             f"{'/'.join(sorted(set(other.values())))} cache (a sliding window or another "
             "partial cache): speculative decoding here masks every layer alike and compacts "
             "the cache by absolute position, which holds for full-attention layers only. Use a "
-            "model whose layers all attend to the whole context (a config whose sequences stay "
-            "within its sliding_window may set sliding_window=None)")
+            "model whose layers all attend to the whole context (or, for a Mistral-style config "
+            "whose sequences stay within the window, sliding_window=None)")
     return cache
 
 
