@@ -7,7 +7,9 @@ ancestor of ``i``), so the mask costs ``T * ceil(T / 64) * 8`` bytes whatever ``
 
 One program per (block of tree queries, batch x query head); grouped-query attention reads
 K/V head ``h // (Hq // Hkv)``. Two loops with one online softmax (FlashAttention-2 style):
-unmasked cache blocks, then masked tree blocks.
+unmasked cache blocks, then masked tree blocks. Float32 inputs multiply at IEEE precision
+(``tl.dot`` would use TF32 on NVIDIA GPUs), so float32 tree steps match one-token steps as
+closely as PyTorch's own float32 attention; half-precision inputs keep Triton's default.
 
 Reference: :func:`tree_attention_reference`, scaled-dot-product attention with the
 equivalent 4D mask (tests/test_tree_attention_kernel.py).
@@ -46,10 +48,20 @@ def tree_attention_reference(q, k, v, ancestors: torch.Tensor, scale: float | No
 
 
 @triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    """``a @ b`` in float32; ``IEEE`` for float32 inputs (tl.dot's default is TF32 on NVIDIA)."""
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
 def _tree_attention_kernel(q_ptr, k_ptr, v_ptr, bits_ptr, o_ptr, T, L, W, Hq, GROUP, scale,
                            stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_ks,
                            stride_ob, stride_oh, stride_ot, D: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                           IEEE: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b, h = bh // Hq, bh % Hq
@@ -72,13 +84,13 @@ def _tree_attention_kernel(q_ptr, k_ptr, v_ptr, bits_ptr, o_ptr, T, L, W, Hq, GR
         mask_n = offs_n < L
         kv_mask = mask_n[:, None] & mask_d[None, :]
         k = tl.load(k_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
-        s = tl.dot(q, tl.trans(k.to(tl.float32)))  # [BLOCK_M, BLOCK_N]
+        s = _dot(q, tl.trans(k.to(tl.float32)), IEEE)  # [BLOCK_M, BLOCK_N]
         s = tl.where(mask_n[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         v = tl.load(v_base + offs_n[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+        acc = acc * alpha[:, None] + _dot(p, v.to(tl.float32), IEEE)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
     # the tree: node j visible to node i iff bit j of row i is set
@@ -90,14 +102,14 @@ def _tree_attention_kernel(q_ptr, k_ptr, v_ptr, bits_ptr, o_ptr, T, L, W, Hq, GR
         words = tl.load(bits_ptr + offs_m[:, None] * W + (offs_n // 64)[None, :],
                         mask=mask_m[:, None] & mask_n[None, :], other=0)
         visible = ((words >> (offs_n % 64).to(tl.int64)[None, :]) & 1) != 0
-        s = tl.dot(q, tl.trans(k.to(tl.float32)))
+        s = _dot(q, tl.trans(k.to(tl.float32)), IEEE)
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # padded query rows
         p = tl.exp2(s - m_safe[:, None])
         alpha = tl.exp2(m_i - m_safe)
         v = tl.load(v_base + (L + offs_n)[:, None] * stride_ks + offs_d[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+        acc = acc * alpha[:, None] + _dot(p, v.to(tl.float32), IEEE)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
     out = acc / tl.where(l_i == 0, 1.0, l_i)[:, None]
@@ -126,5 +138,6 @@ def tree_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bits: torc
         scale if scale is not None else 1 / math.sqrt(D),
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         out.stride(0), out.stride(1), out.stride(2), D=D,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(D)))
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(D)),
+        IEEE=q.dtype == torch.float32)
     return out

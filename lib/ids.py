@@ -45,3 +45,19 @@ def as_ids(ids, model=None, name: str = "input_ids", allow_empty: bool = False) 
             raise ValueError(f"{name} holds ids outside the model's vocabulary [0, {n}): {bad[:5]}; "
                              "encode with this model's own tokenizer")
     return out
+
+
+def eos_ids(eos_token_id=None, model=None) -> frozenset[int]:
+    """The ids that end a generation: one id, or a list, tuple or set of ids (Llama-3 ends on
+    ``<|end_of_text|>`` and on ``<|eot_id|>``); an empty collection for none. ``None`` reads
+    ``model.config.eos_token_id`` in full (an int, a list, or none at all). Every id is
+    checked like :func:`as_ids` (against ``model``'s vocabulary when given)."""
+    name = "eos_token_id"
+    if eos_token_id is None:
+        eos_token_id = getattr(getattr(model, "config", None), "eos_token_id", None)
+        name = "the model's config.eos_token_id"
+        if eos_token_id is None:
+            return frozenset()
+    if isinstance(eos_token_id, numbers.Integral):  # a bool too: as_ids refuses it
+        eos_token_id = [eos_token_id]
+    return frozenset(as_ids(eos_token_id, model, name=name, allow_empty=True))

@@ -60,3 +60,24 @@ def test_bad_shapes():
     q, k = torch.randn(1, 3, 4, 16), torch.randn(1, 2, 10, 16)
     with pytest.raises(ValueError, match="multiple"):
         tree_attention(q, k, k, torch.zeros(4, 1, dtype=torch.int64))
+
+
+def test_float32_dots_ask_for_ieee_precision(monkeypatch):
+    """``tl.dot`` defaults to TF32 for float32 on NVIDIA GPUs (a 10-bit mantissa), which would
+    break the exact equality with greedy decoding that float32 runs promise; the kernel asks
+    for IEEE, as kernels/tokenselect.py does. The interpreter computes every dot in full
+    precision whatever is asked, so the test reads the precision each dot asks for."""
+    from triton.runtime import interpreter
+
+    asked = []
+    create_dot = interpreter.interpreter_builder.create_dot
+
+    def spy(a, b, acc, input_precision, max_num_imprecise_acc):
+        asked.append(input_precision.name)
+        return create_dot(a, b, acc, input_precision, max_num_imprecise_acc)
+    monkeypatch.setattr(interpreter.interpreter_builder, "create_dot", spy)
+    T, L = 20, 40
+    anc = random_tree(T, random.Random(1)).ancestor_mask()
+    q, k = torch.randn(1, 2, T, 16), torch.randn(1, 2, L + T, 16)
+    tree_attention(q, k, k, ancestor_bits(anc))
+    assert asked and set(asked) == {"IEEE"}, asked

@@ -5,7 +5,9 @@ Each step (batch 1, greedy):
 1. the drafter proposes a :class:`~tokenworks.speculative.tree.DraftTree` whose root is the
    last committed token ``cur`` (not yet in the KV cache, which holds ``L`` tokens);
 2. one forward runs the ``T`` tree tokens at positions ``L + depth`` with the ancestor mask
-   (cache fully visible), appending ``T`` keys and values;
+   (cache fully visible), appending ``T`` keys and values; with the Triton tree kernel
+   (:func:`~tokenworks.speculative.kernel_attention.use_tree_kernel`) the mask travels as
+   ancestor bits and the dense ``[T, L + T]`` mask is never built;
 3. greedy verification keeps the longest path whose tokens equal their parents' argmax,
    and emits the path's drafted tokens plus the bonus token (argmax after its last node);
 4. the cache is compacted so that only the path's keys and values stay (``L + len(path)``);
@@ -22,7 +24,10 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
+from tokenworks.ids import as_ids, eos_ids
+from tokenworks.speculative.drafter import Drafter
 from tokenworks.speculative.tree import DraftTree, additive_mask
 
 # The attention implementation name under which kernel_attention.use_tree_kernel registers
@@ -53,6 +58,24 @@ class Generation:
         return sum(self.accepted) / max(1, self.steps)
 
 
+def _full_attention_cache(model) -> DynamicCache:
+    """An empty KV cache for ``model``; refuses a model whose cache layers are not all full
+    attention (a sliding window keeps only its last positions, so the absolute positions
+    :func:`_compact` indexes are wrong there, and one tree mask serves every layer)."""
+    cache = DynamicCache(config=model.config)
+    other = {i: type(layer).__name__ for i, layer in enumerate(cache.layers)
+             if type(layer) is not DynamicLayer}
+    if other:
+        raise ValueError(
+            f"{type(model).__name__}'s layers {sorted(other)} keep a "
+            f"{'/'.join(sorted(set(other.values())))} cache (a sliding window or another "
+            "partial cache): speculative decoding here masks every layer alike and compacts "
+            "the cache by absolute position, which holds for full-attention layers only. Use a "
+            "model whose layers all attend to the whole context (or, for a Mistral-style config "
+            "whose sequences stay within the window, sliding_window=None)")
+    return cache
+
+
 def _compact(cache: DynamicCache, cache_len: int, path: list[int]) -> None:
     """Keep the first ``cache_len`` positions and the tree nodes on ``path``; drop the rest."""
     device = cache.layers[0].keys.device
@@ -63,33 +86,26 @@ def _compact(cache: DynamicCache, cache_len: int, path: list[int]) -> None:
         layer.values = layer.values.index_select(-2, keep)
 
 
-def _as_prompt(input_ids) -> list[int]:
-    if isinstance(input_ids, torch.Tensor):
-        if input_ids.dim() == 2:
-            if input_ids.shape[0] != 1:
-                raise ValueError(f"speculative generation is batch 1; got a batch of "
-                                 f"{input_ids.shape[0]} prompts: call it once per prompt")
-            input_ids = input_ids[0]
-        input_ids = input_ids.tolist()
-    prompt = [int(t) for t in input_ids]
-    if not prompt:
-        raise ValueError("the prompt is empty: pass at least one token id")
-    return prompt
-
-
 @torch.no_grad()
-def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id: int | None = None) -> Generation:
+def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Generation:
     """Generate up to ``max_new_tokens`` tokens greedily, drafting with ``drafter``.
 
-    ``drafter`` has ``start(prompt)``, ``draft(context) -> DraftTree`` and
-    ``update(tree, logits, path, context)``. Stops after an EOS token (kept in the output).
+    ``drafter`` satisfies :class:`~tokenworks.speculative.drafter.Drafter`: ``start(prompt)``,
+    ``draft(context) -> DraftTree`` and ``update(tree, logits, path, context)``. Stops after
+    the first EOS token (kept in the output): ``eos_token_id`` is one id or a collection of
+    ids (``None``: the model's config's, all of them; see :func:`tokenworks.ids.eos_ids`).
+    Models with sliding-window (or other partial-cache) layers are refused.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    prompt = _as_prompt(input_ids)
+    if not isinstance(drafter, Drafter):
+        raise TypeError(f"drafter must have the methods start, draft and update of "
+                        f"tokenworks.speculative.Drafter; got a {type(drafter).__name__}")
+    prompt = as_ids(input_ids, model)
+    ends = eos_ids(eos_token_id, model)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    cache = DynamicCache(config=model.config)
+    cache = _full_attention_cache(model)
     t0 = time.perf_counter()
     if len(prompt) > 1:  # prefill all but the last token, which becomes the first root
         out = model(torch.tensor([prompt[:-1]], device=device), past_key_values=cache, use_cache=True)
@@ -114,11 +130,12 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id: int | None
         ids = torch.tensor([tree.tokens], device=device)
         depth = torch.tensor([tree.depths()], device=device)
         mask, extra = None, {}
-        if T > 1:
+        if T > 1:  # the kernel reads ancestor bits; only SDPA needs the dense mask
             ancestors = tree.ancestor_mask(device)  # [T, T]
-            mask = additive_mask(ancestors, L, dtype)
             if kernel:
-                extra = {"tree_bits": ancestor_bits(ancestors)}
+                extra = {"tree_bits": ancestor_bits(ancestors)}  # [T, ceil(T / 64)]
+            else:
+                mask = additive_mask(ancestors, L, dtype)  # [1, 1, T, L + T]
         out = model(ids, position_ids=L + depth, attention_mask=mask, past_key_values=cache,
                     use_cache=True, **extra)
         if cache.get_seq_length() != L + T:
@@ -136,8 +153,9 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id: int | None
         gen.accepted.append(len(new))
         gen.drafted.append(T - 1)
         gen.tokens += new
-        if eos_token_id is not None and eos_token_id in new:
-            gen.tokens = gen.tokens[: len(gen.tokens) - len(new) + new.index(eos_token_id) + 1]
+        stop = next((i for i, t in enumerate(new) if t in ends), None)
+        if stop is not None:  # keep the first EOS, drop what follows it
+            gen.tokens = gen.tokens[: len(gen.tokens) - len(new) + stop + 1]
             break
     gen.tokens = gen.tokens[:max_new_tokens]
     if device.type == "cuda":

@@ -3,9 +3,10 @@
 >>> use_tree_kernel(model)        # registers the attention function, switches the model to it
 >>> generate(model, ids, method="token_recycling")   # tree steps now run kernels/tree_attention.py
 
-Tree steps pass the tree as ancestor bit words (``tree_bits``) down to every attention layer;
-the kernel reads those instead of the dense mask. Every other forward (prefill, one-token
-steps) falls through to PyTorch's scaled-dot-product attention, so outputs are unchanged.
+Tree steps pass the tree as ancestor bit words (``tree_bits``) down to every attention layer
+and no dense ``[T, L + T]`` mask is built (transformers builds none for a registered custom
+attention either). Every other forward (prefill, one-token steps) falls through to PyTorch's
+scaled-dot-product attention (causal without a mask), so outputs are unchanged.
 """
 from __future__ import annotations
 
