@@ -97,15 +97,16 @@ def kvpress_way(press, model, equal_lengths: bool = True):
             yield
     finally:
         hook.remove()
-    for cache in caches.values() if equal_lengths else ():
-        _equal_lengths(model, cache)
+    if equal_lengths:
+        for cache in caches.values():
+            _equal_lengths(model, cache)
 
 
-def _check_ratios(press) -> None:
-    """The ratios set at construction (a ``compression_ratio`` field) of ``press`` and of the
-    presses it wraps must lie in [0, 1). Presses whose ratio a forward computes (a property:
-    DuoAttention, SimLayerKV, DMS; ``None`` until then: ComposedPress) are not read."""
-    inner = getattr(press, "presses", None) or [p for p in [getattr(press, "press", None)] if p is not None]
+def _check_press(press) -> None:
+    """Refuse at once what would fail later: a ratio set at construction (a ``compression_ratio``
+    field) outside [0, 1), in ``press`` or a press it wraps (ratios a forward computes are not
+    read: a property for DuoAttention, SimLayerKV, DMS; ``None`` until then for ComposedPress);
+    an adaptive EMSPress before another press in ComposedPress (kvpress refuses AdaKV there)."""
     ratio = vars(press).get("compression_ratio")
     if ratio is not None and (not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1):
         raise ValueError(f"compression_ratio must be in [0, 1) (the fraction of the cache "
@@ -115,22 +116,24 @@ def _check_ratios(press) -> None:
         raise ValueError("ComposedPress: a press after an adaptive EMSPress would keep its zero padding as "
                          "real entries (its head masks then point past the cache): put EMSPress last, "
                          "or use EMSPress(adaptive=False)")
-    for p in inner:
-        _check_ratios(p)
+    wrapped = getattr(press, "presses", None) or [getattr(press, "press", None)]
+    for p in wrapped:
+        if p is not None:
+            _check_press(p)
 
 
 @contextlib.contextmanager
 def press_on(model, press):
     """``press(model)`` with the ``cache_position`` keyword kvpress expects; ``None``: the
-    full cache. Checks the ratios set at construction (``_check_ratios``) and that the
-    attention can be hooked first. Our presses' layers are left as the press left them
-    (``_prefill`` pads after counting the bytes)."""
+    full cache. Checks the press (``_check_press``) and that the attention can be hooked
+    first. Our presses' layers are left as the press left them (``_prefill`` pads after
+    counting the bytes)."""
     for attn in attention_layers(model):  # head masks of an earlier press must not leak into this run
         attn.masked_key_indices = None
     if press is None:
         yield
         return
-    _check_ratios(press)
+    _check_press(press)
     with contextlib.ExitStack() as stack:
         if isinstance(press, (EMSPress, StreamingLLMPress)):
             stack.enter_context(kvpress_way(press, model, equal_lengths=False))
@@ -156,7 +159,8 @@ def _equal_lengths(model, cache: DynamicCache) -> None:
     """Pad layers that a press left shorter (PyramidKV, EMS) to the longest, with zero entries
     masked by kvpress's fake-key patch (``masked_key_indices``): transformers builds one
     attention mask for all layers, so a multi-token continuation needs equal lengths. The
-    padding is the harness's, not the method's: ``kv_bytes`` is taken before it."""
+    padding is the harness's, not the method's: ``_prefill`` takes ``kv_bytes`` before it;
+    our presses pad on leaving ``with press(model):`` (``kvpress_way``), for kvpress's pipeline."""
     longest = max(layer.keys.shape[2] for layer in cache.layers)
     if model.config._attn_implementation == "eager" and any(l.keys.shape[2] < longest for l in cache.layers):
         raise ValueError("this press leaves layers of different lengths, which only kvpress's "
