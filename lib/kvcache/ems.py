@@ -140,10 +140,11 @@ def evict_then_merge(keys: torch.Tensor, values: torch.Tensor, weights: torch.Te
 @dataclass
 class EMSPress(BasePress):
     """EMS as a kvpress press: ``with EMSPress(0.9)(model): model(ids, past_key_values=cache)``
-    keeps ``int(T * (1 - compression_ratio))`` entries per KV head on average, after the
+    keeps ``max(1, int(T * (1 - compression_ratio)))`` entries per KV head on average, after the
     Global-Local score, head-wise budgets and evict-then-merge (module docstring).
 
-    window: last prefill tokens always kept, also the local score's queries. kernel: score
+    window: last prefill tokens always kept, also the local score's queries (shrunk to the
+    budget when the budget or the prefill is no longer: kvpress's contract). kernel: score
     pooling (SnapKV's; 0 or 1: none). parts: "global" or "local" alone (ablations). theta: merge
     threshold on ``relu(cos k) * relu(cos v)`` (> 1: evict without merging). adaptive:
     head-wise budgets (False: the same count per head). alpha: each head's minimum share.
