@@ -25,9 +25,22 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 reproduce: venv
 	$(PY) reproduce/run.py
 
-# Unit tests, Triton kernels in interpreter mode, nbval on the committed notebooks.
-test: venv
+# kvpress's own tests, from the sdist of the version we pin (never committed; cached in build/).
+# --no-binary kvpress, not :all:, which would also build pip's build backend from source.
+KVPRESS := $(shell sed -n 's/^kvpress==//p' requirements-nodeps.txt)
+KVPRESS_TESTS := build/kvpress-tests
+$(KVPRESS_TESTS)/tests: requirements-nodeps.txt
+	rm -rf build/kvpress-sdist $(KVPRESS_TESTS) && mkdir -p build/kvpress-sdist $(KVPRESS_TESTS)
+	$(PY) -m pip download --quiet --no-deps --no-binary kvpress kvpress==$(KVPRESS) -d build/kvpress-sdist
+	tar xzf build/kvpress-sdist/kvpress-$(KVPRESS).tar.gz -C build/kvpress-sdist
+	cp -r build/kvpress-sdist/kvpress-$(KVPRESS)/tests $@
+
+# Unit tests, Triton kernels in interpreter mode, kvpress's tests against our presses through
+# the adapter tests/kvpress_suite/adapter.py (copied in as their root conftest.py), nbval on the notebooks.
+test: venv $(KVPRESS_TESTS)/tests
 	TRITON_INTERPRET=1 $(PY) -m pytest tests
+	cp tests/kvpress_suite/adapter.py $(KVPRESS_TESTS)/conftest.py && printf '[pytest]\naddopts = -p no:cacheprovider\n' \
+	  > $(KVPRESS_TESTS)/pytest.ini && cd $(KVPRESS_TESTS) && $(abspath $(PY)) -m pytest tests
 	out=$$(mktemp -d) && TOKENWORKS_OUT=$$out TRITON_INTERPRET=1 \
 	  $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	  -p no:cacheprovider notebooks/

@@ -5,7 +5,7 @@ import torch
 from transformers import DynamicCache
 
 from tokenworks.kvcache.ems import EMSPress, evict_then_merge, global_local_scores, keep_mask
-from tokenworks.kvcache import continuation_nll, kv_bytes, press_on
+from tokenworks.kvcache import continuation_nll, greedy_after, kv_bytes, press_on
 
 from conftest import micro64 as micro
 from conftest import random_ids as ids
@@ -168,10 +168,8 @@ def test_bad_settings_are_refused_at_once(bad, match):
         EMSPress(**bad)
 
 
-def test_a_budget_inside_the_window_and_eager_attention_are_refused():
+def test_eager_attention_is_refused_for_ragged_heads():
     model, _ = micro()
-    with pytest.raises(ValueError, match="must exceed the 16-token"):
-        continuation_nll(model, ids(40), ids(4), press=EMSPress(compression_ratio=0.9, window=16))
     model.set_attn_implementation("eager")
     try:
         with pytest.raises(ValueError, match="eager"):
@@ -180,6 +178,74 @@ def test_a_budget_inside_the_window_and_eager_attention_are_refused():
         continuation_nll(model, ids(40), ids(4), press=EMSPress(compression_ratio=0.5, window=4, adaptive=False))
     finally:
         model.set_attn_implementation("sdpa")
+
+
+@pytest.mark.parametrize("T,ratio", [(1, 0.5), (2, 0.6), (5, 0.9), (16, 0.5), (17, 0.5), (21, 0.4), (40, 0.9),
+                                     (40, 0.5)])
+def test_short_contexts_and_budgets_inside_the_window_never_empty_the_cache(T, ratio):
+    """kvpress's contract (compute_n_kept; its test_compress_never_empties_cache_on_short_context):
+    with the default 16-token window, a prefill of at most 16 tokens or a budget of at most 16
+    keeps exactly max(1, int(T (1 - ratio))) entries per head: the window shrinks to the
+    budget, so they are the last ones, equal to the full cache's."""
+    from kvpress.utils import compute_n_kept
+    model, _ = micro()
+    context, n_kept = ids(T, seed=T), compute_n_kept(T, ratio)
+    full, default, evicting = DynamicCache(), EMSPress(ratio), EMSPress(ratio, theta=2.0)  # theta > 1: no merging
+    with torch.no_grad():
+        model(torch.tensor([context]), past_key_values=full)
+        for press in (default, evicting):
+            cache = DynamicCache()
+            with press_on(model, press):
+                model(torch.tensor([context]), past_key_values=cache)
+            kept = [counts["kept"] for counts in press.stats.values()]  # [layer][KV head]
+            assert len(kept) == (0 if n_kept == T else model.config.num_hidden_layers)  # n_kept == T: nothing to evict
+            assert all(sum(heads) == n_kept * len(heads) for heads in kept)
+            assert n_kept > 16 or all(heads == [n_kept] * len(heads) for heads in kept)
+    if n_kept <= 16:  # the shrunk window is all a head keeps: the last n_kept entries of the full cache
+        for f, s in zip(full.layers, cache.layers):  # (to float32, in which EMS takes its weighted means)
+            assert torch.allclose(s.keys, f.keys[:, :, T - n_kept:], rtol=1e-6, atol=1e-7)
+            assert torch.allclose(s.values, f.values[:, :, T - n_kept:], rtol=1e-6, atol=1e-7)
+
+
+def test_ems_works_the_kvpress_way_and_under_generate():
+    """``with EMSPress(r)(model):`` (the module's usage; transformers 5.23 passes no
+    cache_position) runs, and model.generate inside the context decodes as greedy_after does
+    on the same compressed prefill."""
+    model, _ = micro()
+    context, question = ids(60, seed=11), ids(5, seed=12)
+    press = EMSPress(0.6, window=4, alpha=0.0)
+    cache = DynamicCache()
+    with torch.no_grad(), press(model):
+        model(torch.tensor([context]), past_key_values=cache)
+    kept = [sum(layer["kept"]) for layer in press.stats.values()]
+    assert kept == [model.config.num_key_value_heads * 24] * model.config.num_hidden_layers
+    assert len({layer.keys.shape[2] for layer in cache.layers}) == 1  # padded for multi-token questions
+    with torch.no_grad(), press(model):
+        out = model.generate(torch.tensor([context + question]), max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert out[0, 65:].tolist() == greedy_after(model, context, question, press, max_new_tokens=5, query_aware=True)
+
+
+def test_kvpress_pipeline_answers_a_multi_token_question_after_ragged_layers():
+    """kvpress's pipeline prefills under ``with press(model):`` and then feeds the whole
+    question at once: the layers EMS leaves at different lengths must be padded (masked) by
+    then, and the answer is greedy_after's on the same ids."""
+    import copy
+
+    from kvpress.pipeline import KVPressTextGenerationPipeline
+    model, tok = micro()
+    tok = copy.deepcopy(tok)
+    tok.bos_token = tok.eos_token  # the pipeline prefixes the context with it (tw-micro has none)
+    pipe = KVPressTextGenerationPipeline(model=model, tokenizer=tok, device="cpu")
+    context = "def add(a, b):\n    return a + b\n\n" * 6
+    question = "def sub(a, b):"
+    press = EMSPress(0.7, window=4, alpha=0.0)
+    answer = pipe(context, question=question, press=press, max_new_tokens=6)["answer"]
+    inputs = pipe.preprocess(context, [question], "", 10 ** 6)
+    context_ids, question_ids = inputs["context_ids"][0].tolist(), inputs["questions_ids"][0][0].tolist()
+    assert len(question_ids) > 1 and len({max(layer["kept"]) for layer in press.stats.values()}) > 1
+    ref = greedy_after(model, context_ids, question_ids, EMSPress(0.7, window=4, alpha=0.0), max_new_tokens=6)
+    ref = ref[:ref.index(tok.eos_token_id) + 1] if tok.eos_token_id in ref else ref
+    assert answer == tok.decode(ref, skip_special_tokens=True)
 
 
 def test_ems_is_reachable_from_the_harness():

@@ -5,10 +5,8 @@ from kvpress import KnormPress, SnapKVPress, StreamingLLMPress
 from transformers import DynamicCache
 
 from tokenworks.models.corpus import stdlib_corpus
-from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
-from tokenworks.kvcache import (attention_layers, continuation_nll, greedy_after, method_press, selecting,
-                                needle_items, needle_rows, perplexity_rows, press_on, recompute_nll, rerotate,
-                                stream_nll)
+from tokenworks.kvcache import (EMSPress, attention_layers, continuation_nll, greedy_after, kv_bytes, method_press,
+                                needle_items, needle_rows, perplexity_rows, press_on, selecting)
 
 from conftest import micro64 as micro
 from conftest import random_ids as ids
@@ -71,61 +69,6 @@ def test_bad_input():
         continuation_nll(model, [], ids(2))
 
 
-@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.8])
-def test_our_streaming_llm_keeps_what_kvpress_keeps(ratio):
-    model, _ = micro()
-    context, target = ids(70), ids(10, seed=3)
-    ours, held = continuation_nll(model, context, target, OurStreamingLLM(compression_ratio=ratio))
-    theirs, held_kvpress = continuation_nll(model, context, target, StreamingLLMPress(compression_ratio=ratio))
-    assert held == held_kvpress
-    assert torch.allclose(ours, theirs, atol=1e-9)  # the issue asks for 1% on perplexity
-
-
-def test_our_streaming_llm_rejects_a_budget_without_a_window():
-    model, _ = micro()
-    with pytest.raises(ValueError, match="no recent window"):
-        continuation_nll(model, ids(10), ids(2), OurStreamingLLM(compression_ratio=0.7, n_sink=4))
-
-
-def test_stream_with_room_for_everything_is_a_plain_forward():
-    model, _ = micro()
-    stream = ids(50, seed=4)
-    nll = stream_nll(model, stream, n_sink=4, window=60)
-    logp = torch.log_softmax(model(torch.tensor([stream])).logits[0].double(), -1)
-    plain = -logp[:-1].gather(1, torch.tensor(stream[1:])[:, None])[:, 0]
-    assert torch.allclose(nll, plain, atol=1e-9, rtol=0)
-
-
-def test_rerotation_moves_keys_to_new_positions():
-    """First-layer keys depend only on the token and its position: keys computed at p and
-    re-rotated by s equal keys computed at p + s."""
-    model, _ = micro()
-    tokens = torch.tensor([ids(12, seed=5)])
-    keys = []
-    for start in (0, 7):
-        cache = DynamicCache()
-        with torch.no_grad():
-            model(tokens, past_key_values=cache, position_ids=torch.arange(start, start + 12)[None])
-        keys.append(cache.layers[0].keys)
-    # RoPE angles are computed in float32 (the model does so too): agree to float32 precision
-    assert torch.allclose(rerotate(model, keys[0], 7), keys[1], atol=1e-5)
-    assert torch.allclose(rerotate(model, keys[1], -7), keys[0], atol=1e-5)
-    assert not torch.allclose(keys[0], keys[1], atol=1e-2)
-
-
-def test_streaming_cache_stays_within_its_budget_and_keeps_the_sinks():
-    model, _ = micro()
-    stream = ids(40, seed=6)
-    nll_sink = stream_nll(model, stream, n_sink=4, window=12)
-    nll_window = stream_nll(model, stream, n_sink=0, window=16)
-    assert nll_sink.shape == (39,) and torch.isfinite(nll_sink).all()
-    # both caches hold 16 entries: identical until the first eviction, different after
-    assert torch.allclose(nll_sink[:15], nll_window[:15], atol=1e-9)
-    assert not torch.allclose(nll_sink[16:], nll_window[16:])
-    with pytest.raises(ValueError, match="window >= 1"):
-        stream_nll(model, stream, n_sink=4, window=0)
-
-
 def test_greedy_after_a_full_cache_is_plain_greedy():
     model, _ = micro()
     context, question = ids(30, seed=7), ids(4, seed=8)
@@ -166,20 +109,6 @@ def test_method_specs_side_by_side():
         method_press({"streaming": 80}, 80)
 
 
-def test_recomputation_equals_a_fresh_forward_over_each_window():
-    model, _ = micro()
-    seq = ids(30, seed=4)
-    nll = recompute_nll(model, seq, window=8, batch=5)
-    for i in (0, 3, 7, 20, 28):  # predicting seq[i + 1] from the last 8 tokens up to seq[i]
-        ctx = seq[max(0, i - 7):i + 1]
-        logp = torch.log_softmax(model(torch.tensor([ctx])).logits[0, -1].double(), -1)
-        assert nll[i].item() == pytest.approx(-logp[seq[i + 1]].item(), abs=1e-5)
-    # a window covering everything is the plain forward
-    logp = torch.log_softmax(model(torch.tensor([seq])).logits[0].double(), -1)
-    plain = -logp[:-1].gather(1, torch.tensor(seq[1:])[:, None])[:, 0]
-    torch.testing.assert_close(recompute_nll(model, seq, window=30, batch=7), plain.detach(), atol=1e-5, rtol=0)
-
-
 def test_layers_of_different_lengths_score_as_token_by_token_decoding():
     """PyramidKV leaves shorter caches in later layers; the harness pads them (masked) so a
     multi-token continuation runs, and it must equal decoding one token at a time, which
@@ -197,20 +126,33 @@ def test_layers_of_different_lengths_score_as_token_by_token_decoding():
 
 
 @pytest.mark.parametrize("name", ["ems", "streaming", "snapkv", "pyramidkv", "adakv", "h2o", "tova", "knorm"])
-def test_every_named_press_runs_at_its_budget_and_h2o_gets_eager_attention(name):
+def test_every_named_press_holds_exactly_its_bytes_and_h2o_gets_eager_attention(name):
+    """The bytes a press leaves, exactly: 20 entries per KV head for uniform presses; EMS
+    holds each layer's largest head count (its head padding); PyramidKV its layer budgets;
+    AdaKV masks and keeps the whole cache."""
     model, _ = micro()
     context, target = ids(80), ids(6, seed=5)
     window = {"ems": {"window": 4}, "snapkv": {"window_size": 4}, "pyramidkv": {"window_size": 4},
               "adakv": {"window_size": 4}}.get(name, {})
     spec = {"evict": name, "budget": 20, **window}
-    rows = perplexity_rows(model, [(context, target)], {"full": {}, name: spec})
-    full, pressed = rows
-    per_entry = full["kv_bytes"] // 80
-    if name in ("ems", "pyramidkv", "adakv"):  # ragged: layer or head budgets average 20
-        assert pressed["kv_bytes"] <= full["kv_bytes"]
+    full, held_full = continuation_nll(model, context, target)
+    press = method_press(spec, 80)
+    with selecting(model, spec):
+        nll, held = continuation_nll(model, context, target, press)
+    Hkv, L = model.config.num_key_value_heads, model.config.num_hidden_layers
+    per_entry = held_full // (L * Hkv * 80)  # one token of one KV head: K and V
+    if name == "ems":  # each layer's cache length per KV head
+        lengths = [max(layer["kept"]) for layer in press.stats.values()]
+    elif name == "pyramidkv":
+        lengths = [press.get_layer_budget(attn, 80) for attn in attention_layers(model)]
     else:
-        assert pressed["kv_bytes"] == 20 * per_entry
-    assert pressed["nll"] != full["nll"] and model.config._attn_implementation == "sdpa"
+        lengths = [80 if name == "adakv" else 20] * L
+    assert held == sum(lengths) * Hkv * per_entry
+    if name == "ems":
+        assert all(sum(layer["kept"]) == 20 * Hkv for layer in press.stats.values())
+    if name == "pyramidkv":
+        assert sum(lengths) == 20 * L
+    assert not torch.equal(nll, full) and model.config._attn_implementation == "sdpa"
 
 
 def test_bad_press_specs_are_refused():
@@ -366,3 +308,75 @@ def test_continuation_nll_refuses_bad_input(call, error, match):
 def test_greedy_after_refuses_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call(micro()[0])
+
+
+def duo_attention(head_compression_ratio):
+    """kvpress's DuoAttention with a random head pattern (kvpress's tests do the same)."""
+    from kvpress import DuoAttentionPress
+
+    class Duo(DuoAttentionPress):
+        @staticmethod
+        def load_attention_pattern(model):
+            g = torch.Generator().manual_seed(0)
+            shape = (model.config.num_hidden_layers, model.config.num_key_value_heads)
+            return 2, 2, torch.rand(shape, generator=g).numpy()
+    return Duo(head_compression_ratio=head_compression_ratio)
+
+
+@pytest.mark.parametrize("make", ["composed", "duo", "simlayerkv", "dms"])
+def test_presses_whose_ratio_a_forward_computes_run_through_method_press(make):
+    """ComposedPress's ratio is None, DuoAttention's, SimLayerKV's and DMS's raise until a
+    forward: press_on must not read them up front."""
+    from kvpress import ComposedPress, DMSPress, SimLayerKVPress
+    press = {"composed": lambda: ComposedPress([KnormPress(0.5)]), "duo": lambda: duo_attention(0.5),
+             "simlayerkv": lambda: SimLayerKVPress(lazy_threshold=0.2, n_initial=1, n_recent=1, n_last=1),
+             "dms": lambda: DMSPress(press=KnormPress(), threshold=0.0, sliding_window_size=4)}[make]()
+    model, _ = micro()
+    context, target = ids(80), ids(6, seed=5)
+    full, held_full = continuation_nll(model, context, target)
+    nll, held = continuation_nll(model, context, target, method_press({"press": press}, 80))
+    assert torch.isfinite(nll).all() and 0 <= press.compression_ratio < 1
+    if make == "composed":
+        assert held == held_full // 2 and press.compression_ratio == pytest.approx(0.5)
+
+
+def test_a_press_after_adaptive_ems_in_composed_press_is_refused_clearly():
+    """Knorm would keep EMS's zero padding as real keys and EMS's head masks would point past
+    the shorter cache (IndexError at decode): refused at once by press_on, and at the first
+    decode step when run outside the harness (cache_positions)."""
+    from kvpress import ComposedPress
+
+    from tokenworks.kvcache import cache_positions
+    model, _ = micro()
+    composed = ComposedPress([EMSPress(0.5, window=4, alpha=0.0), KnormPress(0.5)])
+    with pytest.raises(ValueError, match="put EMSPress last"):
+        continuation_nll(model, ids(80), ids(4), composed)
+    cache = DynamicCache()
+    with torch.no_grad(), cache_positions(model):
+        with composed(model):
+            model(torch.tensor([ids(80)]), past_key_values=cache)
+        with pytest.raises(ValueError, match="point past"):
+            model(torch.tensor([[7]]), past_key_values=cache, position_ids=torch.tensor([[80]]))
+    # EMS last is sound: the masks index EMS's own output
+    nll, _ = continuation_nll(model, ids(80), ids(4), ComposedPress([KnormPress(0.5), EMSPress(0.5, window=4)]))
+    assert torch.isfinite(nll).all()
+
+
+def test_kvpress_presses_run_the_kvpress_way_with_cache_positions():
+    """kvpress's own presses need the cache_position keyword: cache_positions supplies it
+    around ``with press(model):`` and leaves no hook behind."""
+    from tokenworks.kvcache import cache_positions
+    model, _ = micro()
+    context, press = ids(60), SnapKVPress(compression_ratio=0.5, window_size=4)
+    hooks = [(len(a._forward_pre_hooks), len(a._forward_hooks)) for a in attention_layers(model)]
+    with torch.no_grad(), pytest.raises(KeyError, match="cache_position"), press(model):
+        model(torch.tensor([context]), past_key_values=DynamicCache())
+    kvpress_way, harness = DynamicCache(), DynamicCache()
+    with torch.no_grad(), cache_positions(model), press(model):
+        model(torch.tensor([context]), past_key_values=kvpress_way)
+    with torch.no_grad(), press_on(model, press):
+        model(torch.tensor([context]), past_key_values=harness)
+    config = model.config  # 30 entries per KV head of every layer, K and V, float64
+    assert kv_bytes(kvpress_way) == kv_bytes(harness) == config.num_hidden_layers * config.num_key_value_heads * 30 * 2 * config.head_dim * 8
+    assert all(torch.equal(a.keys, b.keys) for a, b in zip(kvpress_way.layers, harness.layers))
+    assert [(len(a._forward_pre_hooks), len(a._forward_hooks)) for a in attention_layers(model)] == hooks

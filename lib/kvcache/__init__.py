@@ -2,15 +2,19 @@
 (``StreamingLLMPress``, ``EMSPress``, and kvpress's own by name through ``method_press``);
 ``token_select`` selects entries at decode time and evicts nothing.
 
->>> with press_on(model, EMSPress(compression_ratio=0.9)):
+>>> with press_on(model, EMSPress(compression_ratio=0.9)):  # the harness's way
+...     model(context_ids, past_key_values=cache)
+>>> with EMSPress(compression_ratio=0.9)(model):  # kvpress's way, for our presses
+...     model(context_ids, past_key_values=cache)
+>>> with cache_positions(model), SnapKVPress(0.5)(model):  # kvpress's own presses (and pipeline)
 ...     model(context_ids, past_key_values=cache)
 
 Methods: ``harness`` (running presses), ``streamingllm``, ``ems``, ``tokenselect``.
 Experiments: ``tasks`` (needles, key-value retrieval, hub data sets, rows), ``plots``.
 """
 from tokenworks.kvcache.ems import EMSPress
-from tokenworks.kvcache.harness import (PRESSES, attention_layers, continuation_nll, greedy_after, kv_bytes,
-                                        method_press, press_on, selecting)
+from tokenworks.kvcache.harness import (PRESSES, attention_layers, cache_positions, continuation_nll, greedy_after,
+                                        kv_bytes, method_press, press_on, selecting)
 from tokenworks.kvcache.streamingllm import StreamingLLMPress, recompute_nll, rerotate, stream_nll
 from tokenworks.kvcache.tasks import (answered, hub_items, kv_items, needle_items, needle_rows,
                                       perplexity_rows)
@@ -23,7 +27,7 @@ def __getattr__(name):  # TokenSelect imports Triton: loaded on first use
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["EMSPress", "StreamingLLMPress", "PRESSES", "attention_layers", "continuation_nll",
+__all__ = ["EMSPress", "StreamingLLMPress", "PRESSES", "attention_layers", "cache_positions", "continuation_nll",
            "greedy_after", "kv_bytes", "method_press", "press_on", "selecting", "recompute_nll",
            "rerotate", "stream_nll", "answered", "hub_items", "kv_items", "needle_items",
            "needle_rows", "perplexity_rows", "token_select", "TokenSelectState"]

@@ -36,13 +36,14 @@ Compression happens once, after the prefill, as in the paper and kvpress.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from kvpress.presses.base_press import BasePress
-from kvpress.utils import get_prerope_query_states
+from kvpress.utils import compute_n_kept, get_prerope_query_states
 from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
 
 PARTS = ("global-local", "global", "local")  # which score: both (EMS) or one alone (ablations)
@@ -86,12 +87,12 @@ def global_local_scores(module, hidden_states: torch.Tensor, keys: torch.Tensor,
 def keep_mask(scores: torch.Tensor, n_kept: int, window: int, adaptive: bool = True,
               alpha: float = 0.2) -> torch.Tensor:
     """Which entries each head keeps: scores [B, Hkv, T] -> bool [B, Hkv, T]. Every head keeps
-    its last ``window`` tokens; ``adaptive``: the layer keeps its ``Hkv * n_kept`` best scores
+    its last ``window`` tokens (all it keeps when ``window == n_kept``); ``adaptive``: the layer keeps its ``Hkv * n_kept`` best scores
     across heads with at least ``alpha * n_kept`` per head, else ``n_kept`` per head."""
     B, Hkv, T = scores.shape
-    if not window < n_kept <= T:
-        raise ValueError(f"a budget of {n_kept} entries per head must exceed the {window}-token "
-                         f"local window and fit the {T}-token context")
+    if not 1 <= window <= n_kept <= T:
+        raise ValueError(f"a budget of {n_kept} entries per head must hold the {window}-token "
+                         f"local window (at least 1) and fit the {T}-token context")
     s = scores.clone()
     s[..., T - window:] = math.inf
     if adaptive:
@@ -139,10 +140,11 @@ def evict_then_merge(keys: torch.Tensor, values: torch.Tensor, weights: torch.Te
 @dataclass
 class EMSPress(BasePress):
     """EMS as a kvpress press: ``with EMSPress(0.9)(model): model(ids, past_key_values=cache)``
-    keeps ``int(T * (1 - compression_ratio))`` entries per KV head on average, after the
+    keeps ``max(1, int(T * (1 - compression_ratio)))`` entries per KV head on average, after the
     Global-Local score, head-wise budgets and evict-then-merge (module docstring).
 
-    window: last prefill tokens always kept, also the local score's queries. kernel: score
+    window: last prefill tokens always kept, also the local score's queries (shrunk to the
+    budget when the budget or the prefill is no longer: kvpress's contract). kernel: score
     pooling (SnapKV's; 0 or 1: none). parts: "global" or "local" alone (ablations). theta: merge
     threshold on ``relu(cos k) * relu(cos v)`` (> 1: evict without merging). adaptive:
     head-wise budgets (False: the same count per head). alpha: each head's minimum share.
@@ -166,14 +168,28 @@ class EMSPress(BasePress):
             raise ValueError(f"need window >= 1, alpha in [0, 1] and theta >= 0; got window="
                              f"{self.window}, alpha={self.alpha}, theta={self.theta}")
 
+    @contextlib.contextmanager
+    def __call__(self, model):
+        """kvpress's ``with press(model):``, with the ``cache_position`` keyword transformers 5.x
+        no longer passes, and layers padded to equal lengths on leaving, for kvpress's
+        pipeline (``harness.kvpress_way``)."""
+        from tokenworks.kvcache.harness import kvpress_way  # the harness imports this module
+        with kvpress_way(self, model):
+            yield
+
     def compress(self, module, hidden_states, keys, values, attentions, kwargs):
-        """keys, values [B, Hkv, T, D] -> [B, Hkv, n_max, D]; sets ``module.masked_key_indices``."""
-        if self.compression_ratio == 0:
-            return keys, values
+        """keys, values [B, Hkv, T, D] -> [B, Hkv, n_max, D]; sets ``module.masked_key_indices``.
+        kvpress's contract: at least one entry stays (``compute_n_kept``), and a budget (or a
+        prefill) of at most ``window`` tokens shrinks the window to the budget, so the head
+        keeps its last ``n_kept`` tokens."""
         T = keys.shape[2]
-        scores = global_local_scores(module, hidden_states, keys, kwargs["position_embeddings"], self.window,
+        n_kept = compute_n_kept(T, self.compression_ratio)
+        if self.compression_ratio == 0 or n_kept >= T:
+            return keys, values
+        window = min(self.window, n_kept)
+        scores = global_local_scores(module, hidden_states, keys, kwargs["position_embeddings"], window,
                                      self.kernel, self.parts)
-        keep = keep_mask(scores, int(T * (1 - self.compression_ratio)), self.window, self.adaptive, self.alpha)
+        keep = keep_mask(scores, n_kept, window, self.adaptive, self.alpha)
         keys, values, valid, assign = evict_then_merge(keys, values, scores, keep, self.theta)
         self.stats[module.layer_idx] = {"kept": keep.sum(-1)[0].tolist(),
                                         "merged": ((assign > 0) & ~keep).sum(-1)[0].tolist()}

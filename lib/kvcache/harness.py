@@ -10,8 +10,11 @@ cache in a forward hook during prefill. kvpress's own presses (SnapKV, Streaming
 
 kvpress 0.5.5 declares ``transformers<5.3``; we pin 5.23 and install it with ``--no-deps``
 (``requirements-nodeps.txt``). Its hooks read the attention layers' ``cache_position``
-keyword, which transformers stopped passing in 5.x: ``press_on`` supplies it from the cache
-length, and ``tests/test_kvcache.py`` checks that kvpress's presses then keep what they say.
+keyword, which transformers stopped passing in 5.x: ``cache_positions`` supplies it from the
+cache length (a forward pre-hook). Our presses install it in their ``__call__``
+(``kvpress_way``), so ``with EMSPress(0.5)(model):``, kvpress's pipeline and ``model.generate``
+inside the context work; kvpress's own presses and wrappers (``ComposedPress``) need
+``with cache_positions(model):`` around them; ``press_on`` does both.
 After compression the cache is shorter than the text, so the continuation must be given its
 true positions (``position_ids``), as kvpress's pipeline does: without them RoPE would place
 it right after the kept entries.
@@ -24,6 +27,7 @@ import numbers
 
 import kvpress
 import torch
+from kvpress.presses.base_press import BasePress
 from transformers import DynamicCache
 
 from tokenworks.ids import as_ids
@@ -42,34 +46,103 @@ def attention_layers(model) -> list:
 
 
 def _cache_position(module, args, kwargs):
+    """Pre-hook: the ``cache_position`` keyword kvpress's forward hooks read, from the layer's
+    cache length; and a clear error where head masks (``masked_key_indices``) point past the
+    cache, which a press after a ragged one (EMS, AdaKV) in ``ComposedPress`` leaves."""
     cache, hidden = kwargs.get("past_key_values"), kwargs.get("hidden_states")
-    if "cache_position" not in kwargs and cache is not None and hidden is not None:
-        start = cache.get_seq_length(module.layer_idx)
+    if cache is None or hidden is None:
+        return args, kwargs
+    start = cache.get_seq_length(module.layer_idx)
+    masked = getattr(module, "masked_key_indices", None)
+    if masked is not None and masked[2].numel() and int(masked[2].max()) >= start > 0:
+        raise ValueError(f"layer {module.layer_idx}'s head masks point past its {start}-entry cache: a "
+                         "press shortened the cache after a ragged-head press (EMSPress, AdaKVPress) "
+                         "had masked it; in ComposedPress put that press last, or use EMSPress(adaptive=False)")
+    if "cache_position" not in kwargs:
         kwargs["cache_position"] = torch.arange(start, start + hidden.shape[1], device=hidden.device)
     return args, kwargs
 
 
 @contextlib.contextmanager
+def cache_positions(model):
+    """Supply the ``cache_position`` keyword that kvpress 0.5.5's hooks read and transformers
+    5.x no longer passes to attention layers. Our presses do this themselves (their
+    ``__call__``); wrap kvpress's own presses, wrappers (``ComposedPress``) and pipeline::
+
+        with cache_positions(model), SnapKVPress(0.5)(model):
+            model(ids, past_key_values=cache)
+        with cache_positions(model):
+            pipe(context, question=question, press=SnapKVPress(0.5))
+    """
+    hooks = [m.register_forward_pre_hook(_cache_position, with_kwargs=True) for m in attention_layers(model)]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+@contextlib.contextmanager
+def kvpress_way(press, model, equal_lengths: bool = True):
+    """``press(model)`` for our presses (their ``__call__``): kvpress's forward hooks, with
+    ``cache_positions``, and, on leaving, every cache prefilled inside padded to equal layer
+    lengths (``_equal_lengths``) so that kvpress's pipeline can feed a multi-token question.
+    ``press_on`` passes ``equal_lengths=False``: the harness pads after counting ``kv_bytes``."""
+    caches = {}
+
+    def seen(module, args, kwargs):
+        if kwargs.get("past_key_values") is not None:
+            caches[id(kwargs["past_key_values"])] = kwargs["past_key_values"]
+    hook = attention_layers(model)[0].register_forward_pre_hook(seen, with_kwargs=True)
+    try:
+        with cache_positions(model), BasePress.__call__(press, model):
+            yield
+    finally:
+        hook.remove()
+    if equal_lengths:
+        for cache in caches.values():
+            _equal_lengths(model, cache)
+
+
+def _check_press(press) -> None:
+    """Refuse at once what would fail later: a ratio set at construction (a ``compression_ratio``
+    field) outside [0, 1), in ``press`` or a press it wraps (ratios a forward computes are not
+    read: a property for DuoAttention, SimLayerKV, DMS; ``None`` until then for ComposedPress);
+    an adaptive EMSPress before another press in ComposedPress (kvpress refuses AdaKV there)."""
+    ratio = vars(press).get("compression_ratio")
+    if ratio is not None and (not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1):
+        raise ValueError(f"compression_ratio must be in [0, 1) (the fraction of the cache "
+                         f"removed), got {ratio!r} in {type(press).__name__}")
+    if isinstance(press, kvpress.ComposedPress) and any(
+            isinstance(p, EMSPress) and p.adaptive for p in press.presses[:-1]):
+        raise ValueError("ComposedPress: a press after an adaptive EMSPress would keep its zero padding as "
+                         "real entries (its head masks then point past the cache): put EMSPress last, "
+                         "or use EMSPress(adaptive=False)")
+    wrapped = getattr(press, "presses", None) or [getattr(press, "press", None)]
+    for p in wrapped:
+        if p is not None:
+            _check_press(p)
+
+
+@contextlib.contextmanager
 def press_on(model, press):
     """``press(model)`` with the ``cache_position`` keyword kvpress expects; ``None``: the
-    full cache. Checks the compression ratio and that the attention can be hooked first."""
+    full cache. Checks the press (``_check_press``) and that the attention can be hooked
+    first. Our presses' layers are left as the press left them (``_prefill`` pads after
+    counting the bytes)."""
     for attn in attention_layers(model):  # head masks of an earlier press must not leak into this run
         attn.masked_key_indices = None
     if press is None:
         yield
         return
-    ratio = getattr(press, "compression_ratio", 0.0)
-    if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
-        raise ValueError(f"compression_ratio must be in [0, 1) (the fraction of the cache "
-                         f"removed), got {ratio!r}")
-    hooks = [m.register_forward_pre_hook(_cache_position, with_kwargs=True)
-             for m in attention_layers(model)]
-    try:
-        with press(model):
-            yield
-    finally:
-        for hook in hooks:
-            hook.remove()
+    _check_press(press)
+    with contextlib.ExitStack() as stack:
+        if isinstance(press, (EMSPress, StreamingLLMPress)):
+            stack.enter_context(kvpress_way(press, model, equal_lengths=False))
+        else:
+            stack.enter_context(cache_positions(model))
+            stack.enter_context(press(model))
+        yield
 
 
 def _prefill(model, context: list[int], press) -> tuple[DynamicCache, torch.Tensor, int]:
@@ -88,7 +161,8 @@ def _equal_lengths(model, cache: DynamicCache) -> None:
     """Pad layers that a press left shorter (PyramidKV, EMS) to the longest, with zero entries
     masked by kvpress's fake-key patch (``masked_key_indices``): transformers builds one
     attention mask for all layers, so a multi-token continuation needs equal lengths. The
-    padding is the harness's, not the method's: ``kv_bytes`` is taken before it."""
+    padding is the harness's, not the method's: ``_prefill`` takes ``kv_bytes`` before it;
+    our presses pad on leaving ``with press(model):`` (``kvpress_way``), for kvpress's pipeline."""
     longest = max(layer.keys.shape[2] for layer in cache.layers)
     if model.config._attn_implementation == "eager" and any(l.keys.shape[2] < longest for l in cache.layers):
         raise ValueError("this press leaves layers of different lengths, which only kvpress's "
@@ -168,6 +242,7 @@ _PRESS_MAKERS = {"ems": EMSPress, "streaming": StreamingLLMPress,  # ours
                  "adakv": lambda compression_ratio, **kw: kvpress.AdaKVPress(kvpress.SnapKVPress(compression_ratio, **kw)),
                  "h2o": kvpress.ObservedAttentionPress, "tova": kvpress.TOVAPress, "knorm": kvpress.KnormPress}
 PRESSES = tuple(_PRESS_MAKERS)
+_ROUNDING = {"pyramidkv"}  # presses that keep round(T * (1 - ratio)) entries, not int(...)
 
 
 def method_press(method: dict, context_len: int):
@@ -197,8 +272,10 @@ def method_press(method: dict, context_len: int):
     if budget >= context_len:
         raise ValueError(f"a budget of {budget} entries is not smaller than the "
                          f"{context_len}-token context: nothing would be evicted")
-    # kvpress keeps int(T * (1 - ratio)) entries: the half entry keeps exactly `budget`
-    return _PRESS_MAKERS[method["evict"]](compression_ratio=1 - (budget + 0.5) / context_len, **options)
+    # kvpress keeps int(T * (1 - ratio)) entries: the half entry keeps exactly `budget`; PyramidKV
+    # rounds T * (1 - ratio) instead, so it is given the budget itself
+    half = 0.0 if method["evict"] in _ROUNDING else 0.5
+    return _PRESS_MAKERS[method["evict"]](compression_ratio=1 - (budget + half) / context_len, **options)
 
 
 # the method a spec names, by key, and the other keys each kind takes (an evict spec: also its press's options)

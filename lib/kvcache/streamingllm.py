@@ -6,10 +6,13 @@ is the paper's streaming setting (evict at every step, positions inside the cach
 """
 from __future__ import annotations
 
+import contextlib
+import numbers
 from dataclasses import dataclass
 
 import torch
 from kvpress.presses.base_press import BasePress
+from kvpress.utils import compute_n_kept
 from tqdm import tqdm
 from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import rotate_half
@@ -26,23 +29,43 @@ class StreamingLLMPress(BasePress):
     compression_ratio: float = 0.0
     n_sink: int = 4
 
+    def __post_init__(self):
+        if not isinstance(self.compression_ratio, numbers.Real) or not 0 <= self.compression_ratio < 1:
+            raise ValueError(f"compression_ratio must be in [0, 1), got {self.compression_ratio!r}")
+        if not isinstance(self.n_sink, numbers.Integral) or self.n_sink < 0:
+            raise ValueError(f"n_sink must be an integer >= 0, got {self.n_sink!r}")
+
+    @contextlib.contextmanager
+    def __call__(self, model):
+        """kvpress's ``with press(model):``, with the ``cache_position`` keyword transformers 5.x
+        no longer passes (``harness.kvpress_way``)."""
+        from tokenworks.kvcache.harness import kvpress_way  # the harness imports this module
+        with kvpress_way(self, model):
+            yield
+
     def compress(self, module, hidden_states, keys, values, attentions, kwargs):
-        """keys, values [B, Hkv, T, D] -> [B, Hkv, kept, D]."""
+        """keys, values [B, Hkv, T, D] -> [B, Hkv, kept, D]. kvpress's contract: at least one
+        entry stays (``compute_n_kept``); a budget of at most ``n_sink`` keeps the first
+        ``kept`` tokens (the sinks shrink to the budget, as kvpress's StreamingLLMPress does)."""
         length = keys.shape[2]
-        kept = int(length * (1 - self.compression_ratio))
-        if kept <= self.n_sink:
-            raise ValueError(f"a budget of {kept} entries (ratio {self.compression_ratio} of "
-                             f"{length}) leaves no recent window beside {self.n_sink} sinks; "
-                             "lower compression_ratio or n_sink")
-        index = torch.cat([torch.arange(self.n_sink), torch.arange(length - (kept - self.n_sink), length)])
-        return keys[:, :, index.to(keys.device)], values[:, :, index.to(keys.device)]
+        kept = compute_n_kept(length, self.compression_ratio)
+        sinks = min(self.n_sink, kept)
+        index = torch.cat([torch.arange(sinks), torch.arange(length - (kept - sinks), length)]).to(keys.device)
+        return keys[:, :, index], values[:, :, index]
 
 
 def rerotate(model, keys: torch.Tensor, shift: int) -> torch.Tensor:
     """Keys [B, Hkv, T, D] that RoPE rotated at positions p, rotated to p + ``shift``
-    (rotations compose: R(p + s) = R(s) R(p))."""
+    (rotations compose: R(p + s) = R(s) R(p)). For rotate-half RoPE (Llama, Mistral, Qwen,
+    Gemma, Phi-3: the models kvpress supports); the rotary embedding's cos and sin carry its
+    ``attention_scaling`` (not 1 for YaRN and LongRoPE), which the keys already hold once, so
+    it is divided out."""
+    rope = getattr(getattr(model, "model", None), "rotary_emb", None)
+    if rope is None:
+        raise ValueError(f"rerotate needs the rotary embedding at model.model.rotary_emb, which "
+                         f"{type(model).__name__} lacks")
     position = torch.full((1, keys.shape[2]), shift, device=keys.device)
-    cos, sin = model.model.rotary_emb(keys, position)  # [1, T, D] each
+    cos, sin = (t / rope.attention_scaling for t in rope(keys, position))  # [1, T, D] each
     return keys * cos[:, None] + rotate_half(keys) * sin[:, None]
 
 
