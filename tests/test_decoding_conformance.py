@@ -66,3 +66,17 @@ def test_samplers_refuse_a_missing_generator(strategy):
 
 def test_greedy_needs_no_generator_and_ignores_sampling_settings():
     assert run("greedy", PROMPTS[0], generator=None).tokens == argmax_reference(PROMPTS[0], 8)
+
+
+def test_eos_means_the_same_in_decode_and_speculative_generate():
+    """An int, a list and a set of EOS ids end decode's greedy output where they end
+    speculative.generate's (issue 16: the two APIs disagreed on lists)."""
+    from tokenworks.speculative import generate
+    model, _ = micro64()
+    prompt = prompt_ids(PROMPTS[0])
+    free = decode(model, prompt, "greedy", max_new_tokens=12).tokens
+    stop = free[3]
+    for eos in (stop, [model.config.vocab_size - 1, stop], {stop}):
+        ours = decode(model, prompt, "greedy", max_new_tokens=12, eos_token_id=eos).tokens
+        assert ours == free[:free.index(stop) + 1]
+        assert generate(model, prompt, max_new_tokens=12, eos_token_id=eos).tokens == ours

@@ -122,7 +122,7 @@ class PaddedEMS(EMSPress):
 def test_padding_of_ragged_heads_is_masked(theta):
     model, _ = micro()
     context, target = ids(64), ids(12, seed=2)
-    press = dict(compression_ratio=0.6, window=4, theta=theta, adaptive=True, alpha=0.0)
+    press = dict(compression_ratio=0.6, window_size=4, theta=theta, adaptive=True, alpha=0.0)
     nll, held = continuation_nll(model, context, target, press=EMSPress(**press))
     padded, held_padded = continuation_nll(model, context, target, press=PaddedEMS(**press))
     assert held_padded > held and torch.allclose(nll, padded, atol=1e-9)
@@ -142,7 +142,7 @@ def test_padding_of_ragged_heads_is_masked(theta):
 def test_heads_keep_different_counts_and_the_cache_holds_the_largest():
     model, _ = micro()
     cache = DynamicCache()
-    with torch.no_grad(), press_on(model, EMSPress(compression_ratio=0.75, window=4, alpha=0.0)):
+    with torch.no_grad(), press_on(model, EMSPress(compression_ratio=0.75, window_size=4, alpha=0.0)):
         model(torch.tensor([ids(80)]), past_key_values=cache)
     counts = []
     for layer, attn in zip(cache.layers, model.model.layers):
@@ -161,7 +161,7 @@ def test_heads_keep_different_counts_and_the_cache_holds_the_largest():
 
 @pytest.mark.parametrize("bad,match", [(dict(compression_ratio=1.0), "compression_ratio"),
                                        (dict(compression_ratio=-0.1), "compression_ratio"),
-                                       (dict(window=0), "window"), (dict(alpha=1.5), "alpha"),
+                                       (dict(window_size=0), "window_size"), (dict(alpha=1.5), "alpha"),
                                        (dict(parts="both"), "parts")])
 def test_bad_settings_are_refused_at_once(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -173,9 +173,9 @@ def test_eager_attention_is_refused_for_ragged_heads():
     model.set_attn_implementation("eager")
     try:
         with pytest.raises(ValueError, match="eager"):
-            continuation_nll(model, ids(40), ids(4), press=EMSPress(compression_ratio=0.5, window=4, alpha=0.0))
+            continuation_nll(model, ids(40), ids(4), press=EMSPress(compression_ratio=0.5, window_size=4, alpha=0.0))
         # the same budget for every head needs no masks, so eager attention can run it
-        continuation_nll(model, ids(40), ids(4), press=EMSPress(compression_ratio=0.5, window=4, adaptive=False))
+        continuation_nll(model, ids(40), ids(4), press=EMSPress(compression_ratio=0.5, window_size=4, adaptive=False))
     finally:
         model.set_attn_implementation("sdpa")
 
@@ -213,7 +213,7 @@ def test_ems_works_the_kvpress_way_and_under_generate():
     on the same compressed prefill."""
     model, _ = micro()
     context, question = ids(60, seed=11), ids(5, seed=12)
-    press = EMSPress(0.6, window=4, alpha=0.0)
+    press = EMSPress(0.6, window_size=4, alpha=0.0)
     cache = DynamicCache()
     with torch.no_grad(), press(model):
         model(torch.tensor([context]), past_key_values=cache)
@@ -238,12 +238,12 @@ def test_kvpress_pipeline_answers_a_multi_token_question_after_ragged_layers():
     pipe = KVPressTextGenerationPipeline(model=model, tokenizer=tok, device="cpu")
     context = "def add(a, b):\n    return a + b\n\n" * 6
     question = "def sub(a, b):"
-    press = EMSPress(0.7, window=4, alpha=0.0)
+    press = EMSPress(0.7, window_size=4, alpha=0.0)
     answer = pipe(context, question=question, press=press, max_new_tokens=6)["answer"]
     inputs = pipe.preprocess(context, [question], "", 10 ** 6)
     context_ids, question_ids = inputs["context_ids"][0].tolist(), inputs["questions_ids"][0][0].tolist()
     assert len(question_ids) > 1 and len({max(layer["kept"]) for layer in press.stats.values()}) > 1
-    ref = greedy_after(model, context_ids, question_ids, EMSPress(0.7, window=4, alpha=0.0), max_new_tokens=6)
+    ref = greedy_after(model, context_ids, question_ids, EMSPress(0.7, window_size=4, alpha=0.0), max_new_tokens=6)
     ref = ref[:ref.index(tok.eos_token_id) + 1] if tok.eos_token_id in ref else ref
     assert answer == tok.decode(ref, skip_special_tokens=True)
 
@@ -258,7 +258,7 @@ def test_a_ragged_ems_cache_scores_as_token_by_token_decoding():
     head padding; decoding one token at a time needs neither (only EMS's head masks)."""
     model, _ = micro()
     context, target = ids(90), ids(10, seed=6)
-    press = dict(compression_ratio=0.7, window=4, alpha=0.0)
+    press = dict(compression_ratio=0.7, window_size=4, alpha=0.0)
     nll, _ = continuation_nll(model, context, target, press=EMSPress(**press))
     ref, lengths = token_by_token_nll(model, context, target, EMSPress(**press))
     assert len(set(lengths)) > 1  # the harness has padding to add
@@ -277,7 +277,7 @@ def test_uniform_eviction_equals_a_scorer_press_on_the_same_score():
             return s
     model, _ = micro()
     context, target = ids(70), ids(8, seed=7)
-    ours, held = continuation_nll(model, context, target, press=EMSPress(0.6, window=4, theta=2.0, adaptive=False))
+    ours, held = continuation_nll(model, context, target, press=EMSPress(0.6, window_size=4, theta=2.0, adaptive=False))
     ref, held_ref = continuation_nll(model, context, target, press=GlobalLocal(0.6))
     assert held == held_ref and torch.allclose(ours, ref, atol=1e-9)
 
@@ -285,7 +285,7 @@ def test_uniform_eviction_equals_a_scorer_press_on_the_same_score():
 def test_named_ems_keeps_the_budget_per_head_on_average():
     from tokenworks.kvcache import method_press
     model, _ = micro()
-    press = method_press({"evict": "ems", "budget": 20, "window": 4}, 80)
+    press = method_press({"evict": "ems", "budget": 20, "window_size": 4}, 80)
     continuation_nll(model, ids(80), ids(4, seed=8), press=press)
     for layer in press.stats.values():
         assert sum(layer["kept"]) == model.config.num_key_value_heads * 20

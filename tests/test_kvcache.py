@@ -132,7 +132,7 @@ def test_every_named_press_holds_exactly_its_bytes_and_h2o_gets_eager_attention(
     AdaKV masks and keeps the whole cache."""
     model, _ = micro()
     context, target = ids(80), ids(6, seed=5)
-    window = {"ems": {"window": 4}, "snapkv": {"window_size": 4}, "pyramidkv": {"window_size": 4},
+    window = {"ems": {"window_size": 4}, "snapkv": {"window_size": 4}, "pyramidkv": {"window_size": 4},
               "adakv": {"window_size": 4}}.get(name, {})
     spec = {"evict": name, "budget": 20, **window}
     full, held_full = continuation_nll(model, context, target)
@@ -348,7 +348,7 @@ def test_a_press_after_adaptive_ems_in_composed_press_is_refused_clearly():
 
     from tokenworks.kvcache import cache_positions
     model, _ = micro()
-    composed = ComposedPress([EMSPress(0.5, window=4, alpha=0.0), KnormPress(0.5)])
+    composed = ComposedPress([EMSPress(0.5, window_size=4, alpha=0.0), KnormPress(0.5)])
     with pytest.raises(ValueError, match="put EMSPress last"):
         continuation_nll(model, ids(80), ids(4), composed)
     cache = DynamicCache()
@@ -358,7 +358,7 @@ def test_a_press_after_adaptive_ems_in_composed_press_is_refused_clearly():
         with pytest.raises(ValueError, match="point past"):
             model(torch.tensor([[7]]), past_key_values=cache, position_ids=torch.tensor([[80]]))
     # EMS last is sound: the masks index EMS's own output
-    nll, _ = continuation_nll(model, ids(80), ids(4), ComposedPress([KnormPress(0.5), EMSPress(0.5, window=4)]))
+    nll, _ = continuation_nll(model, ids(80), ids(4), ComposedPress([KnormPress(0.5), EMSPress(0.5, window_size=4)]))
     assert torch.isfinite(nll).all()
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenworks.decoding.cntp import cautious_step, check_trials, entropy, n_trials
-from tokenworks.ids import as_ids
+from tokenworks.ids import as_ids, eos_ids
 
 STRATEGIES = ("greedy", "sample", "cntp")
 
@@ -87,7 +87,7 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> int:
 
 def decode(model, prompt, strategy: str = "greedy", max_new_tokens: int = 256,
            temperature: float = 1.0, top_p: float = 1.0, generator: torch.Generator | None = None,
-           eos_token_id: int | set[int] | None = None, stop_ids: set[int] | None = None,
+           eos_token_id: int | list[int] | set[int] | None = None, stop_ids: set[int] | None = None,
            h_low: float = 0.01, h_high: float = 1.5, n_max: int = 10) -> Decoded:
     """Decode ``prompt`` (token ids: a list, a 1-D or ``[1, n]`` integer tensor, checked
     against the model's vocabulary) with ``strategy`` in ``STRATEGIES``.
@@ -114,7 +114,7 @@ def decode(model, prompt, strategy: str = "greedy", max_new_tokens: int = 256,
     if strategy == "cntp" and stop_ids is None:
         raise ValueError("cntp needs stop_ids, the punctuation tokens that end a trial "
                          "(tokenworks.decoding.punctuation_ids(tokenizer))")
-    ends = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+    ends = eos_ids([] if eos_token_id is None else eos_token_id)  # None: no EOS
     counter = Counter()
     lm = _LM(model, prompt, counter)
     out = Decoded(tokens=[])

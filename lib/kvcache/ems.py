@@ -143,16 +143,16 @@ class EMSPress(BasePress):
     keeps ``max(1, int(T * (1 - compression_ratio)))`` entries per KV head on average, after the
     Global-Local score, head-wise budgets and evict-then-merge (module docstring).
 
-    window: last prefill tokens always kept, also the local score's queries (shrunk to the
-    budget when the budget or the prefill is no longer: kvpress's contract). kernel: score
+    window_size: last prefill tokens always kept, also the local score's queries (shrunk to the
+    budget when the budget or the prefill is no longer: kvpress's contract); kernel_size: score
     pooling (SnapKV's; 0 or 1: none). parts: "global" or "local" alone (ablations). theta: merge
     threshold on ``relu(cos k) * relu(cos v)`` (> 1: evict without merging). adaptive:
     head-wise budgets (False: the same count per head). alpha: each head's minimum share.
     After a prefill, ``stats[layer]`` holds each KV head's kept and merged token counts."""
 
     compression_ratio: float = 0.0
-    window: int = 16
-    kernel: int = 5
+    window_size: int = 16
+    kernel_size: int = 5
     parts: str = "global-local"
     theta: float = 0.5
     adaptive: bool = True
@@ -164,9 +164,9 @@ class EMSPress(BasePress):
             raise ValueError(f"compression_ratio must be in [0, 1), got {self.compression_ratio!r}")
         if self.parts not in PARTS:
             raise ValueError(f"parts must be one of {PARTS}, got {self.parts!r}")
-        if self.window < 1 or not 0 <= self.alpha <= 1 or self.theta < 0:
-            raise ValueError(f"need window >= 1, alpha in [0, 1] and theta >= 0; got window="
-                             f"{self.window}, alpha={self.alpha}, theta={self.theta}")
+        if self.window_size < 1 or not 0 <= self.alpha <= 1 or self.theta < 0:
+            raise ValueError(f"need window_size >= 1, alpha in [0, 1] and theta >= 0; got window_size="
+                             f"{self.window_size}, alpha={self.alpha}, theta={self.theta}")
 
     @contextlib.contextmanager
     def __call__(self, model):
@@ -186,9 +186,9 @@ class EMSPress(BasePress):
         n_kept = compute_n_kept(T, self.compression_ratio)
         if self.compression_ratio == 0 or n_kept >= T:
             return keys, values
-        window = min(self.window, n_kept)
+        window = min(self.window_size, n_kept)
         scores = global_local_scores(module, hidden_states, keys, kwargs["position_embeddings"], window,
-                                     self.kernel, self.parts)
+                                     self.kernel_size, self.parts)
         keep = keep_mask(scores, n_kept, window, self.adaptive, self.alpha)
         keys, values, valid, assign = evict_then_merge(keys, values, scores, keep, self.theta)
         self.stats[module.layer_idx] = {"kept": keep.sum(-1)[0].tolist(),
