@@ -123,3 +123,17 @@ def test_results_are_stale_once_their_code_or_models_changed(monkeypatch):
     monkeypatch.setattr(figures, "_records", lambda: iter([("cntp", {**record(code=code), "metrics": {"summary": summary}})]))
     row = figures.reproductions_table().splitlines()[-1]
     assert row.startswith("| P | [cntp](notebooks/cntp.ipynb) | C | O | reproduced (stale: lib/decoding changed")
+
+
+def test_dirty_means_inputs_changed_not_other_runs_outputs(monkeypatch):
+    """With -j N, a full run that finishes after another sees that run's results and figures
+    changed in the work tree: they are outputs, not the code a run depends on."""
+    import tokenworks.results as results
+
+    outputs = "results/cntp/full.json\nfigures/cntp_accuracy_cost.png"
+    monkeypatch.setattr(results, "_git", lambda *a: outputs if a[0] == "diff" else "")
+    p = provenance()
+    assert p["dirty"] is False and p["dirty_files"] == []
+    monkeypatch.setattr(results, "_git", lambda *a: outputs + "\nlib/stats.py" if a[0] == "diff" else "")
+    p = provenance()
+    assert p["dirty"] is True and p["dirty_files"] == ["lib/stats.py"]
