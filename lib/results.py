@@ -107,12 +107,24 @@ def tree_hash(root: Path, pattern: str = "**/*") -> str:
     return h.hexdigest()
 
 
+def _read_notebook(path: Path, attempts: int = 20) -> dict:
+    """The notebook's JSON. A smoke run's notebook is papermill's output, which papermill
+    rewrites (not atomically) while the run's save_result reads it: a torn read is retried."""
+    for attempt in range(attempts):
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
 def notebook_hash(path: Path) -> str:
     """sha256 of a notebook's cells (type and source), without outputs, execution counts,
     metadata or papermill's injected-parameters cell: executing a notebook, which rewrites
     its outputs, leaves its hash unchanged."""
     h = hashlib.sha256()
-    for cell in json.loads(Path(path).read_text())["cells"]:
+    for cell in _read_notebook(Path(path))["cells"]:
         if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             continue
         source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import tokenworks.models
-from tokenworks.results import model_hashes, tree_hash
+from tokenworks.results import model_hashes, notebook_hash, tree_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 CORES = len(os.sched_getaffinity(0))
@@ -189,3 +189,23 @@ def test_model_hashes_follow_the_zoo_files(tmp_path, monkeypatch):
     weights.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     assert model_hashes(params)["tw-micro"]["model.safetensors"] != first["tw-micro"]["model.safetensors"]
     assert model_hashes(params)["tw-micro"]["tokenizer.json"] == first["tw-micro"]["tokenizer.json"]
+
+
+def test_notebook_hash_ignores_outputs_and_retries_a_torn_read(tmp_path, monkeypatch):
+    path = tmp_path / "nb.ipynb"
+    write_notebook(path, "alpha")
+    first = notebook_hash(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="3\n")]
+    nb.cells[1].execution_count = 7
+    injected = nbformat.v4.new_code_cell("n = 3")
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(1, injected)
+    nbformat.write(nb, path)
+    assert notebook_hash(path) == first  # what papermill writes back does not change the code
+    text, reads = path.read_text(), []
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(1) or (text[:50] if len(reads) < 3 else text))
+    assert notebook_hash(path) == first and len(reads) == 3  # two torn reads, then the whole file
+    nb.cells[2].source += "\n# changed"
+    text = nbformat.writes(nb)
+    assert notebook_hash(path) != first
