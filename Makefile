@@ -21,9 +21,11 @@ $(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-# Every notebook through papermill with its reproduction parameters, then figures and README.
+# Every notebook through papermill with its reproduction parameters, then figures and README;
+# up-to-date runs are skipped. Options of reproduce/run.py go in ARGS: make reproduce ARGS="-j 2".
+ARGS ?=
 reproduce: venv
-	$(PY) reproduce/run.py
+	$(PY) reproduce/run.py $(ARGS)
 
 # kvpress's own tests, from the sdist of the version we pin (never committed; cached in build/).
 # --no-binary kvpress, not :all:, which would also build pip's build backend from source.

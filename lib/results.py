@@ -1,6 +1,14 @@
-"""Results are data: every run writes ``results/<method>/<config>.json`` with provenance."""
+"""Results are data: every run writes ``results/<method>/<config>.json`` with provenance.
+
+Provenance says what made a record: the commit, device and packages (``provenance``), and
+hashes of the code and models it depends on (``code_hashes``, ``model_hashes``), so that
+``make figures`` and ``reproduce/run.py`` can tell a record that still describes the
+repository from a stale one. Hashes are of file contents (sha256), never of mtimes or git
+objects: a fresh clone, or a copy without ``.git``, gives the same hashes.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -9,8 +17,20 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import yaml
+
 from tokenworks.paths import REPO
+
 PACKAGES = ("torch", "transformers", "tokenizers", "triton", "nltk", "numpy")
+# Code every record depends on besides its notebook and its family (lib/<family>/): the
+# shared top-level modules, the models family (every notebook loads its model and held-out
+# data through it) and the Triton kernels.
+SHARED_CODE = {"lib/*.py": ("lib", "*.py"), "lib/models": ("lib/models", "**/*"),
+               "kernels": ("kernels", "**/*")}  # part -> (folder, file pattern)
+OUTPUTS = ("results/", "figures/")  # what runs write, never read
+# Files of a zoo model that loading reads (weights, architecture, generation settings, tokenizer).
+ZOO_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+             "tokenizer_config.json")
 
 
 def out_dir(kind: str) -> Path:
@@ -18,6 +38,8 @@ def out_dir(kind: str) -> Path:
     (the tests run notebooks there so that they never rewrite committed results)."""
     root = os.environ.get("TOKENWORKS_OUT")
     return (Path(root) if root else REPO) / kind
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
@@ -35,8 +57,115 @@ def device_name() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {n} thread{'s' * (n != 1)})"
 
 
+# --- which notebook and family a method is (reproduce/config.yaml) -------------------------
+
+def config_path() -> Path:
+    """The reproduction config: ``$TOKENWORKS_CONFIG`` when set (``run.py --config`` sets it
+    for its notebooks), else ``reproduce/config.yaml``."""
+    return Path(os.environ.get("TOKENWORKS_CONFIG") or REPO / "reproduce/config.yaml")
+
+
+def families() -> list[str]:
+    """The library's families: the subpackages of ``lib/``."""
+    return sorted(p.name for p in (REPO / "lib").iterdir() if (p / "__init__.py").is_file())
+
+
+def reproductions(path: Path | None = None) -> dict[str, dict]:
+    """The config's notebooks, each checked to name an existing notebook (relative to the
+    repository, or absolute), a family of ``lib/``, a timeout and its runs."""
+    path = Path(path or config_path())
+    config = yaml.safe_load(path.read_text()) or {}
+    for name, spec in config.items():
+        missing = [k for k in ("notebook", "family", "timeout", "runs") if k not in spec]
+        if missing:
+            raise ValueError(f"{path}: {name} lacks {missing}; every notebook needs notebook, "
+                             "family, timeout and runs")
+        if spec["family"] not in families():
+            raise ValueError(f"{path}: {name} has family {spec['family']!r}; use one of {families()}")
+        if not (REPO / spec["notebook"]).is_file():
+            raise ValueError(f"{path}: {name}'s notebook {spec['notebook']} does not exist")
+    return config
+
+
+# --- hashes of file contents ---------------------------------------------------------------
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_hash(root: Path, pattern: str = "**/*") -> str:
+    """sha256 over the relative paths and contents of the files under ``root`` matching
+    ``pattern`` (bytecode caches left out): the same for any copy of the tree."""
+    h = hashlib.sha256()
+    files = sorted(p for p in root.glob(pattern) if p.is_file() and "__pycache__" not in p.parts)
+    for p in files:
+        h.update(f"{p.relative_to(root).as_posix()}\0{file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _read_notebook(path: Path, attempts: int = 20) -> dict:
+    """The notebook's JSON. A smoke run's notebook is papermill's output, which papermill
+    rewrites (not atomically) while the run's save_result reads it: a torn read is retried."""
+    for attempt in range(attempts):
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
+
+
+def notebook_hash(path: Path) -> str:
+    """sha256 of a notebook's cells (type and source), without outputs, execution counts,
+    metadata or papermill's injected-parameters cell: executing a notebook, which rewrites
+    its outputs, leaves its hash unchanged."""
+    h = hashlib.sha256()
+    for cell in _read_notebook(Path(path))["cells"]:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        h.update(json.dumps([cell["cell_type"], source]).encode() + b"\n")
+    return h.hexdigest()
+
+
+def code_hashes(method: str, config: Path | None = None) -> dict[str, str] | None:
+    """{part: sha256} of the code a record of ``method`` depends on: its notebook, its family
+    ``lib/<family>/`` and ``SHARED_CODE``. None for a method the config does not list (a
+    benchmark script's record): nothing to compare it with."""
+    spec = reproductions(config).get(method)
+    if spec is None:
+        return None
+    return {"notebook": notebook_hash(REPO / spec["notebook"]),
+            f"lib/{spec['family']}": tree_hash(REPO / "lib" / spec["family"]),
+            **{part: tree_hash(REPO / folder, pattern) for part, (folder, pattern) in SHARED_CODE.items()}}
+
+
+def model_hashes(parameters: dict) -> dict[str, dict]:
+    """{model: identity} for every parameter whose key ends with ``model``: a zoo model's
+    ``ZOO_FILES`` sha256s (None for a missing file), a hub id with its revision (parameter
+    ``<key>_revision``, None when not given; the hub's files are not hashed)."""
+    from tokenworks.models import ZOO, ZOO_DIR
+
+    out = {}
+    for key, name in parameters.items():
+        if not key.endswith("model") or not isinstance(name, str) or not name:
+            continue
+        if name in ZOO:
+            out[name] = {f: file_sha256(ZOO_DIR / name / f) if (ZOO_DIR / name / f).is_file() else None
+                         for f in ZOO_FILES}
+        else:
+            out[name] = {"hub_id": name, "revision": parameters.get(f"{key}_revision")}
+    return out
+
+
 def provenance() -> dict:
-    """Git commit and dirty flag, device, package versions and time of this run."""
+    """Git commit and dirty flag, device, package versions and time of this run. Dirty means
+    tracked files other than ``OUTPUTS`` differ from the commit: runs side by side (``run.py
+    -j``) rewrite each other's results and figures, which no run reads."""
     versions = {}
     for pkg in PACKAGES:
         try:
@@ -44,7 +173,8 @@ def provenance() -> dict:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     # TOKENWORKS_COMMIT names the commit where the tree was copied without .git (a GPU lease)
-    changed = _git("diff", "--name-only", "HEAD").splitlines()  # tracked files changed since HEAD
+    changed = [f for f in _git("diff", "--name-only", "HEAD").splitlines()  # tracked files changed
+               if not f.startswith(OUTPUTS)]  # since HEAD, other runs' outputs left out
     # dirty_files says what differed: a smoke run rewrites its notebook's outputs before a full run
     return {"commit": _git("rev-parse", "HEAD") or os.environ.get("TOKENWORKS_COMMIT"),
             "dirty": bool(changed), "dirty_files": changed,
@@ -53,11 +183,13 @@ def provenance() -> dict:
 
 
 def save_result(method: str, config: str, metrics: dict, parameters: dict) -> Path:
-    """Write ``results/<method>/<config>.json`` and return its path."""
+    """Write ``results/<method>/<config>.json`` and return its path; its provenance holds the
+    hashes of the code (``code``) and models (``models``) the run depended on."""
     path = out_dir("results") / method / f"{config}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"method": method, "config": config, "metrics": metrics,
-              "parameters": parameters, "provenance": provenance()}
+    record = {"method": method, "config": config, "metrics": metrics, "parameters": parameters,
+              "provenance": {**provenance(), "code": code_hashes(method),
+                             "models": model_hashes(parameters)}}
     path.write_text(json.dumps(record, indent=1, default=float) + "\n")
     return path
 

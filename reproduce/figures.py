@@ -14,7 +14,7 @@ from tokenworks.kvcache import plots as kvcache_plots
 from tokenworks.metrics import plots as metrics_plots
 from tokenworks.models import ZOO, ZOO_DIR
 from tokenworks.models import plots as models_plots
-from tokenworks.results import REPO, figure_path
+from tokenworks.results import REPO, code_hashes, figure_path, model_hashes
 from tokenworks.speculative import plots as speculative_plots
 
 # method -> {figure name: plotting function of a results record}
@@ -40,19 +40,17 @@ def _records():
             yield method, json.loads(path.read_text())
 
 
-def stale_models(record: dict) -> list[str]:
-    """Zoo models a results record used that were replaced after it ran (the checkpoint is
-    newer than the record): its numbers no longer describe the committed zoo."""
-    used = [v for k, v in record["parameters"].items() if k.endswith("model") and v in ZOO]
-    stale = []
-    for name in used:
-        card = json.loads((ZOO_DIR / name / "model_card.json").read_text())
-        # a checkpoint enters zoo/ when trained here, or when installed from a GPU lease and
-        # re-measured here (card["evaluated"]): the later of the two
-        installed = max(card["provenance"]["time"], card.get("evaluated", {}).get("time", ""))
-        if installed > record["provenance"]["time"]:
-            stale.append(name)
-    return stale
+def staleness(method: str, record: dict) -> str:
+    """Why a results record no longer describes the repository: the parts of its code
+    (``tokenworks.results.code_hashes``) or the models (``model_hashes``) whose hashes
+    changed since it ran; "" while it is current."""
+    prov = record["provenance"]
+    if "code" not in prov or "models" not in prov:
+        return "stale: predates code hashing"
+    code, models = code_hashes(method), model_hashes(record["parameters"])
+    changed = [part for part in code if (prov["code"] or {}).get(part) != code[part]]
+    changed += [name for name in models if prov["models"].get(name) != models[name]]
+    return f"stale: {', '.join(changed)} changed since this run; re-run pending" if changed else ""
 
 
 def reproductions_table() -> str:
@@ -61,8 +59,8 @@ def reproductions_table() -> str:
     for method, record in _records():
         s = record["metrics"]["summary"]
         figs = ", ".join(f"[{name}](figures/{method}_{name}.png)" for name in FIGURES[method])
-        stale = stale_models(record)
-        status = s["status"] + (f" (ran on an earlier {', '.join(stale)}; re-run pending)" if stale else "")
+        stale = staleness(method, record)
+        status = s["status"] + (f" ({stale})" if stale else "")
         rows.append(f"| {s['paper']} | [{method}](notebooks/{method}.ipynb) | {s['claim']} | "
                     f"{s['ours']} | {status} | {figs} |")
     return "\n".join(rows)

@@ -3,25 +3,36 @@
     python reproduce/run.py                    # everything in reproduce/config.yaml
     python reproduce/run.py tensorbleu         # one notebook
     python reproduce/run.py tensorbleu:smoke   # one run
+    python reproduce/run.py -j 2               # two runs side by side, each on half the cores
+    python reproduce/run.py --ray HOST:PORT    # every run a task on a Ray cluster
 
-Exits non-zero if any run failed (the others still run).
+Full runs go first, smoke runs last: a smoke run rewrites notebooks/<name>.ipynb, which a
+full run after it would record as dirty. A run whose results record has its parameters and
+the current hashes of its code and models (tokenworks.results) is skipped as up to date,
+unless --force. Figures and README tables are redrawn for the repository's own config.
+Exits 2 for unknown notebook or run names, 1 if any run failed (the others still run).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
 import subprocess
 import sys
-import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "reproduce"))
-from figures import redraw  # noqa: E402
+from tokenworks.models import ZOO, ZOO_DIR
+from tokenworks.results import code_hashes, model_hashes, out_dir, reproductions
 
-from tokenworks.models import ZOO, ZOO_DIR  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = ROOT / "reproduce/config.yaml"
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # torch reads the first two
+PASSED_ON = ("TOKENWORKS_OUT", "TOKENWORKS_ROOT", "TOKENWORKS_COMMIT", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")
 
 
 def ensure_zoo() -> None:
@@ -34,47 +45,158 @@ def ensure_zoo() -> None:
         print(f"zoo: reusing the committed checkpoints ({', '.join(ZOO)})", flush=True)
 
 
-def run_one(name: str, spec: dict, run: str, params: dict) -> tuple[bool, float, str]:
-    notebook = ROOT / spec["notebook"]
-    out = notebook if run == "smoke" else ROOT / "results" / name / f"{run}.ipynb"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(params, f)
-    cmd = [sys.executable, "-m", "papermill", str(notebook), str(out), "-f", f.name,
-           "-k", "python3", "--cwd", str(notebook.parent), "--no-progress-bar"]
+def plan(config: dict, only: list[str]) -> list[tuple[str, str, dict]]:
+    """(notebook, run, parameters) of the selected runs, full runs before smoke runs."""
+    jobs = [(n, r, p) for n, spec in config.items() for r, p in spec["runs"].items()
+            if not only or n in only or f"{n}:{r}" in only]
+    return sorted(jobs, key=lambda job: job[1] == "smoke")  # stable: config order otherwise
+
+
+def up_to_date(name: str, run: str, params: dict, config_path: Path) -> bool:
+    """Whether the run's record has its parameters and the current code and model hashes."""
+    path = out_dir("results") / name / f"{params.get('config', run)}.json"
+    if not path.exists():
+        return False
+    record = json.loads(path.read_text())
+    prov, recorded = record["provenance"], {**record["parameters"], "config": record["config"]}
+    return (all(k in recorded and recorded[k] == v for k, v in params.items())
+            and prov.get("code") == code_hashes(name, config_path)
+            and prov.get("models") == model_hashes(record["parameters"]))
+
+
+def child_env(threads: int, config_path: Path) -> dict[str, str]:
+    """What a run's papermill process needs besides the worker's environment: its thread
+    count, the config, and the caller's output folder and offline settings."""
+    env = {k: os.environ[k] for k in PASSED_ON if k in os.environ}
+    return {**env, **{k: str(threads) for k in THREAD_VARS}, "TOKENWORKS_CONFIG": str(config_path)}
+
+
+def execute(python: str, notebook: str, out: str, params: dict, timeout: float,
+            env: dict[str, str]) -> tuple[bool, float, str]:
+    """Run ``notebook`` with papermill into ``out``; (ok, seconds, error note). Self-contained:
+    it is also the body of a Ray task, on whichever node the cluster picks."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    cmd = [python, "-m", "papermill", notebook, out, "-y", yaml.safe_dump(params),
+           "-k", "python3", "--cwd", str(Path(notebook).parent), "--no-progress-bar"]
     start = time.time()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=spec["timeout"])
-        ok, note = proc.returncode == 0, proc.stderr.strip().splitlines()[-1:] if proc.returncode else []
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **env})
+        ok, note = proc.returncode == 0, (proc.stderr.strip().splitlines() or [""])[-1]
     except subprocess.TimeoutExpired:
-        ok, note = False, [f"timed out after {spec['timeout']} s"]
-    return ok, time.time() - start, (note[0] if note else str(out.relative_to(ROOT)))
+        ok, note = False, f"timed out after {timeout} s"
+    return ok, time.time() - start, "" if ok else note or "papermill failed"
+
+
+def output_path(name: str, spec: dict, run: str) -> Path:
+    """A smoke run writes its outputs back into the notebook; others beside their results."""
+    return ROOT / spec["notebook"] if run == "smoke" else out_dir("results") / name / f"{run}.ipynb"
+
+
+def shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def run_local(phase: list, config: dict, config_path: Path, jobs: int):
+    """Yield (job, (ok, seconds, note)) as runs finish, ``jobs`` at a time on this machine,
+    each with its share of the cores this process may use (its thread variables)."""
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    env = child_env(threads, config_path)
+
+    def start(i, name, run, params):
+        print(f"[{i}] {name}:{run} ... ({threads} thread{'s' * (threads != 1)})", flush=True)
+        spec = config[name]
+        return execute(sys.executable, str(ROOT / spec["notebook"]), str(output_path(name, spec, run)),
+                       params, spec["timeout"], env)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(start, *job): job for job in phase}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def run_ray(phase: list, config: dict, config_path: Path, jobs: int):
+    """Yield (job, (ok, seconds, note)) as Ray tasks finish (``ray.init`` done by the caller):
+    a run on ``device: cuda`` asks for one GPU, any other for its share of the cluster's CPUs
+    (at most one node's). The nodes must see this checkout and its .venv at the same paths
+    (one machine, or a shared file system): the notebooks write their results there."""
+    import ray
+
+    total = ray.cluster_resources()
+    per_node = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+    share = max(1, min(int(total.get("CPU", 0)) // jobs, int(per_node)))
+    task, futures = ray.remote(execute), {}
+    for job in phase:
+        i, name, run, params = job
+        gpu = str(params.get("device", "")).startswith("cuda")
+        if gpu and not total.get("GPU"):
+            yield job, (False, 0.0, "asks for device cuda; the Ray cluster has no GPU")
+            continue
+        resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": share}
+        print(f"[{i}] {name}:{run} ... (Ray task, {resources})", flush=True)
+        spec = config[name]
+        futures[task.options(**resources).remote(
+            sys.executable, str(ROOT / spec["notebook"]), str(output_path(name, spec, run)), params,
+            spec["timeout"], child_env(resources["num_cpus"], config_path))] = job
+    while futures:
+        done, _ = ray.wait(list(futures), num_returns=1)
+        yield futures.pop(done[0]), ray.get(done[0])
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("only", nargs="*", help="notebook or notebook:run names")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="runs side by side (default 1)")
+    ap.add_argument("--force", action="store_true", help="re-run runs whose records are up to date")
+    ap.add_argument("--ray", metavar="ADDRESS", help="run each run as a task on this Ray cluster")
+    ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="default: reproduce/config.yaml")
     args = ap.parse_args(argv)
-    config = yaml.safe_load((ROOT / "reproduce/config.yaml").read_text())
-    unknown = [o for o in args.only if o.split(":")[0] not in config]
+    if args.jobs < 1:
+        ap.error(f"-j {args.jobs}: give at least 1 run at a time")
+    config_path = args.config.resolve()
+    try:
+        config = reproductions(config_path)
+    except (OSError, ValueError) as e:
+        ap.error(str(e))
+    runs = {f"{n}:{r}" for n, spec in config.items() for r in spec["runs"]}
+    unknown = [o for o in args.only if o not in config and o not in runs]
     if unknown:
-        ap.error(f"unknown notebook(s) {unknown}; choose from {list(config)}")
-    jobs = [(n, r, p) for n, spec in config.items() for r, p in spec["runs"].items()
-            if not args.only or n in args.only or f"{n}:{r}" in args.only]
+        ap.error(f"unknown notebook(s) or run(s) {unknown}; choose from {list(config)} or {sorted(runs)}")
+    os.environ["TOKENWORKS_CONFIG"] = str(config_path)  # what save_result hashes, here and in the runs
     ensure_zoo()
-    rows = []
+    jobs = plan(config, args.only)
+    rows, todo = [], []
     for i, (name, run, params) in enumerate(jobs, 1):
-        print(f"[{i}/{len(jobs)}] {name}:{run} ...", flush=True)
-        ok, seconds, note = run_one(name, config[name], run, params)
-        print(f"[{i}/{len(jobs)}] {name}:{run} {'ok' if ok else 'FAILED'} in {seconds:.0f} s  {note}",
-              flush=True)
-        rows.append((f"{name}:{run}", "ok" if ok else "FAILED", f"{seconds:.0f} s", note))
-    redraw()
+        if not args.force and up_to_date(name, run, params, config_path):
+            print(f"[{i}/{len(jobs)}] {name}:{run} skipped (up to date)", flush=True)
+            rows.append((f"{name}:{run}", "skipped", "", "up to date"))
+        else:
+            todo.append((f"{i}/{len(jobs)}", name, run, params))
+    if args.ray and todo:
+        import ray
+
+        ray.init(address=args.ray, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        # every full run finishes before the first smoke run rewrites a notebook
+        for phase in ([j for j in todo if j[2] != "smoke"], [j for j in todo if j[2] == "smoke"]):
+            runner = run_ray if args.ray else run_local
+            for (i, name, run, _), (ok, seconds, note) in runner(phase, config, config_path, args.jobs):
+                note = note or shown(output_path(name, config[name], run))
+                print(f"[{i}] {name}:{run} {'ok' if ok else 'FAILED'} in {seconds:.0f} s  {note}", flush=True)
+                rows.append((f"{name}:{run}", "ok" if ok else "FAILED", f"{seconds:.0f} s", note))
+    finally:
+        if args.ray and todo:
+            ray.shutdown()
+    if config_path == DEFAULT_CONFIG.resolve():
+        sys.path.insert(0, str(ROOT / "reproduce"))
+        from figures import redraw  # the plotting stack, only for the repository's own results
+
+        redraw()
     width = max(len(r[0]) for r in rows) if rows else 10
     print("\nrun".ljust(width + 1), "status  time    output")
     for r in rows:
         print(r[0].ljust(width), r[1].ljust(7), r[2].rjust(6), "", r[3])
-    return 0 if all(r[1] == "ok" for r in rows) else 1
+    return 0 if all(r[1] != "FAILED" for r in rows) else 1
 
 
 if __name__ == "__main__":

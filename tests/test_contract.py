@@ -1,5 +1,6 @@
 """Every notebook follows the notebook contract; the runner and results helpers behave."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,17 @@ def test_every_notebook_has_reproduction_runs():
     for name, spec in CONFIG.items():
         assert (ROOT / spec["notebook"]).exists() and spec["timeout"] > 0
         assert "smoke" in spec["runs"] and "full" in spec["runs"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_notebook_declares_the_family_it_imports(path):
+    """The record's code hash covers lib/<family>/ and the shared code: a notebook must take
+    its methods from its declared family only (models, kernels and top-level modules are shared)."""
+    from tokenworks.results import families, reproductions
+
+    spec = reproductions()[path.stem]
+    imported = set(re.findall(r"tokenworks\.([a-z_]+)", path.read_text())) & set(families())
+    assert imported - {"models"} == {spec["family"]}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -53,6 +65,21 @@ def test_save_and_load_result(tmp_path, monkeypatch):
     assert figure_path("demo", "curve", "smoke") == tmp_path / "figures/demo_curve_smoke.png"
     with pytest.raises(FileNotFoundError, match="make reproduce"):
         load_result("demo", "missing")
+    assert record["provenance"]["code"] is None  # not a notebook of reproduce/config.yaml
+    assert record["provenance"]["models"] == {}
+
+
+def test_records_hash_their_code_and_models(tmp_path, monkeypatch):
+    from tokenworks.results import code_hashes, file_sha256, notebook_hash
+
+    monkeypatch.setenv("TOKENWORKS_OUT", str(tmp_path))
+    save_result("cntp", "unit", {"x": 1}, {"model": "tw-arith", "code_model": "tw-code", "device": "cpu"})
+    prov = load_result("cntp", "unit")["provenance"]
+    assert set(prov["code"]) == {"notebook", "lib/decoding", "lib/*.py", "lib/models", "kernels"}
+    assert prov["code"] == code_hashes("cntp") and prov["code"]["notebook"] == notebook_hash(ROOT / "notebooks/cntp.ipynb")
+    assert code_hashes("cntp")["lib/decoding"] != code_hashes("ems")["lib/kvcache"]
+    assert set(prov["models"]) == {"tw-arith", "tw-code"}
+    assert prov["models"]["tw-code"]["model.safetensors"] == file_sha256(ROOT / "zoo/tw-code/model.safetensors")
 
 
 def test_provenance_names_the_commit():
@@ -73,13 +100,40 @@ def test_results_on_disk_are_complete():
         assert {"method", "config", "metrics", "parameters", "provenance"} <= set(record), path
 
 
-def test_results_made_on_a_replaced_zoo_model_are_flagged_stale():
+def test_results_are_stale_once_their_code_or_models_changed(monkeypatch):
+    """Staleness follows the hashes, not times: a record made after the zoo was installed is
+    still stale when its code changed since (the install-time check missed that)."""
     sys.path.insert(0, str(ROOT / "reproduce"))
     import figures
 
-    old = {"parameters": {"model": "tw-code", "code_model": "tw-arith", "n": 3},
-           "provenance": {"time": "2000-01-01T00:00:00Z"}}
-    assert sorted(figures.stale_models(old)) == ["tw-arith", "tw-code"]
-    new = {"parameters": {"model": "tw-code", "other": "Qwen/Qwen2.5-0.5B"},
-           "provenance": {"time": "2999-01-01T00:00:00Z"}}
-    assert figures.stale_models(new) == []
+    from tokenworks.results import code_hashes, model_hashes
+
+    params = {"model": "tw-arith", "code_model": "tw-code", "n": 3}
+    now = {"time": "2999-01-01T00:00:00Z", "code": code_hashes("cntp"), "models": model_hashes(params)}
+    record = lambda **prov: {"method": "cntp", "parameters": params, "provenance": {**now, **prov}}
+    assert figures.staleness("cntp", record()) == ""
+    code = {**now["code"], "lib/decoding": "0" * 64}
+    assert figures.staleness("cntp", record(code=code)) == "stale: lib/decoding changed since this run; re-run pending"
+    models = {**now["models"], "tw-code": {**now["models"]["tw-code"], "model.safetensors": "0" * 64}}
+    assert figures.staleness("cntp", record(code=code, models=models)) == (
+        "stale: lib/decoding, tw-code changed since this run; re-run pending")
+    old = {"method": "cntp", "parameters": params, "provenance": {"time": "2999-01-01T00:00:00Z"}}
+    assert figures.staleness("cntp", old) == "stale: predates code hashing"
+    summary = {"paper": "P", "claim": "C", "ours": "O", "status": "reproduced"}
+    monkeypatch.setattr(figures, "_records", lambda: iter([("cntp", {**record(code=code), "metrics": {"summary": summary}})]))
+    row = figures.reproductions_table().splitlines()[-1]
+    assert row.startswith("| P | [cntp](notebooks/cntp.ipynb) | C | O | reproduced (stale: lib/decoding changed")
+
+
+def test_dirty_means_inputs_changed_not_other_runs_outputs(monkeypatch):
+    """With -j N, a full run that finishes after another sees that run's results and figures
+    changed in the work tree: they are outputs, not the code a run depends on."""
+    import tokenworks.results as results
+
+    outputs = "results/cntp/full.json\nfigures/cntp_accuracy_cost.png"
+    monkeypatch.setattr(results, "_git", lambda *a: outputs if a[0] == "diff" else "")
+    p = provenance()
+    assert p["dirty"] is False and p["dirty_files"] == []
+    monkeypatch.setattr(results, "_git", lambda *a: outputs + "\nlib/stats.py" if a[0] == "diff" else "")
+    p = provenance()
+    assert p["dirty"] is True and p["dirty_files"] == ["lib/stats.py"]
