@@ -88,6 +88,18 @@ def execute(python: str, notebook: str, out: str, params: dict, timeout: float,
     return ok, time.time() - start, "" if ok else note or "papermill failed"
 
 
+def with_threads(notebook: str, params: dict, threads: int) -> dict:
+    """``params`` with ``threads`` set to the run's share of the cores when the notebook has a
+    ``threads`` parameter the run leaves unset: the notebooks call ``torch.set_num_threads``
+    with it, which would override the thread variables of ``child_env``."""
+    import nbformat
+
+    cell = next((c for c in nbformat.read(notebook, as_version=4).cells
+                 if "parameters" in c.metadata.get("tags", [])), None)
+    declared = cell is not None and any(line.startswith("threads:") for line in cell.source.splitlines())
+    return {**params, "threads": threads} if declared and "threads" not in params else params
+
+
 def output_path(name: str, spec: dict, run: str) -> Path:
     """A smoke run writes its outputs back into the notebook; others beside their results."""
     return ROOT / spec["notebook"] if run == "smoke" else out_dir("results") / name / f"{run}.ipynb"
@@ -105,9 +117,9 @@ def run_local(phase: list, config: dict, config_path: Path, jobs: int):
 
     def start(i, name, run, params):
         print(f"[{i}] {name}:{run} ... ({threads} thread{'s' * (threads != 1)})", flush=True)
-        spec = config[name]
-        return execute(sys.executable, str(ROOT / spec["notebook"]), str(output_path(name, spec, run)),
-                       params, spec["timeout"], env)
+        spec, notebook = config[name], str(ROOT / config[name]["notebook"])
+        return execute(sys.executable, notebook, str(output_path(name, spec, run)),
+                       with_threads(notebook, params, threads), spec["timeout"], env)
 
     with ThreadPoolExecutor(jobs) as pool:
         futures = {pool.submit(start, *job): job for job in phase}
@@ -134,10 +146,11 @@ def run_ray(phase: list, config: dict, config_path: Path, jobs: int):
             continue
         resources = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": share}
         print(f"[{i}] {name}:{run} ... (Ray task, {resources})", flush=True)
-        spec = config[name]
+        spec, notebook = config[name], str(ROOT / config[name]["notebook"])
         futures[task.options(**resources).remote(
-            sys.executable, str(ROOT / spec["notebook"]), str(output_path(name, spec, run)), params,
-            spec["timeout"], child_env(resources["num_cpus"], config_path))] = job
+            sys.executable, notebook, str(output_path(name, spec, run)),
+            with_threads(notebook, params, resources["num_cpus"]), spec["timeout"],
+            child_env(resources["num_cpus"], config_path))] = job
     while futures:
         done, _ = ray.wait(list(futures), num_returns=1)
         yield futures.pop(done[0]), ray.get(done[0])

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORES = len(os.sched_getaffinity(0))
 BODY = """from tokenworks.results import save_result
 import torch
+torch.set_num_threads(threads)  # as the real notebooks do: the runner must pass its share
 save_result({name!r}, config, {{"total": n * (n + 1) // 2, "threads": torch.get_num_threads()}},
             {{"n": n, "model": model}})"""
 
@@ -28,7 +29,8 @@ save_result({name!r}, config, {{"total": n * (n + 1) // 2, "threads": torch.get_
 def write_notebook(path: Path, name: str, extra: str = "") -> None:
     params = nbformat.v4.new_code_cell('config: str = "smoke"  # results/<name>/<config>.json\n'
                                        'n: int = 2  # numbers summed\n'
-                                       'model: str = "tw-micro"  # zoo model (hashed, not loaded)')
+                                       'model: str = "tw-micro"  # zoo model (hashed, not loaded)\n'
+                                       'threads: int = 7  # torch threads (the runner sets its share)')
     params.metadata["tags"] = ["parameters"]
     nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(BODY.format(name=name) + extra)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
