@@ -31,7 +31,8 @@ reproduce: venv
 # --no-binary kvpress, not :all:, which would also build pip's build backend from source.
 KVPRESS := $(shell sed -n 's/^kvpress==//p' requirements-nodeps.txt)
 KVPRESS_TESTS := build/kvpress-tests
-$(KVPRESS_TESTS)/tests: requirements-nodeps.txt
+$(KVPRESS_TESTS)/tests: requirements-nodeps.txt $(VENV)/.installed
+	$(if $(KVPRESS),,$(error no kvpress== pin in requirements-nodeps.txt))
 	rm -rf build/kvpress-sdist $(KVPRESS_TESTS) && mkdir -p build/kvpress-sdist $(KVPRESS_TESTS)
 	$(PY) -m pip download --quiet --no-deps --no-binary kvpress kvpress==$(KVPRESS) -d build/kvpress-sdist
 	tar xzf build/kvpress-sdist/kvpress-$(KVPRESS).tar.gz -C build/kvpress-sdist

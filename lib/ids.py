@@ -1,4 +1,4 @@
-"""One check for token-id inputs, shared by every family's entry points: a list or tuple of
+"""Input checks shared by every family's entry points: counts, ratios, EOS ids, and token ids: a list or tuple of
 ints, a 1-D integer tensor, or a ``[1, n]`` integer tensor, every id inside the model's
 vocabulary. Anything else (a batch, float ids, an empty prompt, an id the embedding does not
 hold) is refused with a message that says what to pass."""
@@ -12,6 +12,23 @@ import torch
 def vocab_size(model) -> int:
     """Rows of the model's input embedding: the ids it can read."""
     return model.get_input_embeddings().weight.shape[0]
+
+
+def check_ratio(name: str, value) -> float:
+    """A compression ratio: a real number in [0, 1), the fraction of the cache removed."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1) (the fraction of the cache removed), got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value, least: int = 1) -> int:
+    """``value`` as an int of at least ``least`` (a number of tokens, entries, steps): bools and
+    non-integers are refused (TypeError), values below ``least`` too (ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {least}, got {value!r} ({type(value).__name__})")
+    if value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value}")
+    return int(value)
 
 
 def as_ids(ids, model=None, name: str = "input_ids", allow_empty: bool = False) -> list[int]:

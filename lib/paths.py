@@ -4,6 +4,7 @@ was installed from (editable install), else the nearest folder above the working
 that holds ``zoo/`` and ``reproduce/`` (a notebook or script run inside a checkout)."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ def _is_root(path: Path) -> bool:
     return (path / "zoo").is_dir() and (path / "reproduce").is_dir()
 
 
+@functools.cache
 def repo_root() -> Path:
     """The repository root; a clear error when none can be found."""
     if os.environ.get("TOKENWORKS_ROOT"):
@@ -28,4 +30,8 @@ def repo_root() -> Path:
                             "run inside one, or set TOKENWORKS_ROOT to its path")
 
 
-REPO = repo_root()
+
+def __getattr__(name):  # REPO is found on first use: importing the package needs no checkout
+    if name == "REPO":
+        return repo_root()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tokenworks.paths import REPO
+from tokenworks.paths import repo_root
 
 PACKAGES = ("torch", "transformers", "tokenizers", "triton", "nltk", "numpy")
 # Code every record depends on besides its notebook and its family (lib/<family>/): the
@@ -37,12 +37,12 @@ def out_dir(kind: str) -> Path:
     """``results`` or ``figures`` folder: the repo's, or under ``$TOKENWORKS_OUT`` when set
     (the tests run notebooks there so that they never rewrite committed results)."""
     root = os.environ.get("TOKENWORKS_OUT")
-    return (Path(root) if root else REPO) / kind
+    return (Path(root) if root else repo_root()) / kind
 
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+        return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True,
                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -62,12 +62,12 @@ def device_name() -> str:
 def config_path() -> Path:
     """The reproduction config: ``$TOKENWORKS_CONFIG`` when set (``run.py --config`` sets it
     for its notebooks), else ``reproduce/config.yaml``."""
-    return Path(os.environ.get("TOKENWORKS_CONFIG") or REPO / "reproduce/config.yaml")
+    return Path(os.environ.get("TOKENWORKS_CONFIG") or repo_root() / "reproduce/config.yaml")
 
 
 def families() -> list[str]:
     """The library's families: the subpackages of ``lib/``."""
-    return sorted(p.name for p in (REPO / "lib").iterdir() if (p / "__init__.py").is_file())
+    return sorted(p.name for p in (repo_root() / "lib").iterdir() if (p / "__init__.py").is_file())
 
 
 def reproductions(path: Path | None = None) -> dict[str, dict]:
@@ -82,7 +82,7 @@ def reproductions(path: Path | None = None) -> dict[str, dict]:
                              "family, timeout and runs")
         if spec["family"] not in families():
             raise ValueError(f"{path}: {name} has family {spec['family']!r}; use one of {families()}")
-        if not (REPO / spec["notebook"]).is_file():
+        if not (repo_root() / spec["notebook"]).is_file():
             raise ValueError(f"{path}: {name}'s notebook {spec['notebook']} does not exist")
     return config
 
@@ -139,23 +139,23 @@ def code_hashes(method: str, config: Path | None = None) -> dict[str, str] | Non
     spec = reproductions(config).get(method)
     if spec is None:
         return None
-    return {"notebook": notebook_hash(REPO / spec["notebook"]),
-            f"lib/{spec['family']}": tree_hash(REPO / "lib" / spec["family"]),
-            **{part: tree_hash(REPO / folder, pattern) for part, (folder, pattern) in SHARED_CODE.items()}}
+    return {"notebook": notebook_hash(repo_root() / spec["notebook"]),
+            f"lib/{spec['family']}": tree_hash(repo_root() / "lib" / spec["family"]),
+            **{part: tree_hash(repo_root() / folder, pattern) for part, (folder, pattern) in SHARED_CODE.items()}}
 
 
 def model_hashes(parameters: dict) -> dict[str, dict]:
     """{model: identity} for every parameter whose key ends with ``model``: a zoo model's
     ``ZOO_FILES`` sha256s (None for a missing file), a hub id with its revision (parameter
     ``<key>_revision``, None when not given; the hub's files are not hashed)."""
-    from tokenworks.models import ZOO, ZOO_DIR
+    from tokenworks.models import ZOO, zoo_dir
 
     out = {}
     for key, name in parameters.items():
         if not key.endswith("model") or not isinstance(name, str) or not name:
             continue
         if name in ZOO:
-            out[name] = {f: file_sha256(ZOO_DIR / name / f) if (ZOO_DIR / name / f).is_file() else None
+            out[name] = {f: file_sha256(zoo_dir() / name / f) if (zoo_dir() / name / f).is_file() else None
                          for f in ZOO_FILES}
         else:
             out[name] = {"hub_id": name, "revision": parameters.get(f"{key}_revision")}

@@ -14,7 +14,8 @@ from tokenworks.kvcache import plots as kvcache_plots
 from tokenworks.metrics import plots as metrics_plots
 from tokenworks.models import ZOO, ZOO_DIR
 from tokenworks.models import plots as models_plots
-from tokenworks.results import REPO, code_hashes, figure_path, model_hashes
+from tokenworks.paths import REPO
+from tokenworks.results import code_hashes, figure_path, model_hashes
 from tokenworks.speculative import plots as speculative_plots
 
 # method -> {figure name: plotting function of a results record}

@@ -147,7 +147,7 @@ def test_a_set_of_end_ids_stops_generation():
     prompt = tok("def main():\n")["input_ids"]
     free = decode(model, prompt, "greedy", max_new_tokens=20).tokens
     stop = free[3]
-    out = decode(model, prompt, "greedy", max_new_tokens=20, eos_token_id={stop, -1}).tokens
+    out = decode(model, prompt, "greedy", max_new_tokens=20, eos_token_id={stop, model.config.vocab_size - 1}).tokens
     assert out == free[:free.index(stop) + 1]
     assert decode(model, prompt, "greedy", max_new_tokens=20, eos_token_id=stop).tokens == out
     lines = decode(model, prompt, "greedy", max_new_tokens=20, eos_token_id=cntp.newline_ids(tok)).tokens

@@ -74,9 +74,25 @@ def test_eos_means_the_same_in_decode_and_speculative_generate():
     from tokenworks.speculative import generate
     model, _ = micro64()
     prompt = prompt_ids(PROMPTS[0])
-    free = decode(model, prompt, "greedy", max_new_tokens=12).tokens
+    saved = model.config.eos_token_id
+    free = decode(model, prompt, "greedy", max_new_tokens=12, eos_token_id=[]).tokens
     stop = free[3]
-    for eos in (stop, [model.config.vocab_size - 1, stop], {stop}):
+    for eos in (stop, [model.config.vocab_size - 1, stop], {stop}, None):
+        if eos is None:  # None: the model's config.eos_token_id, in both
+            model.config.eos_token_id = [stop]
         ours = decode(model, prompt, "greedy", max_new_tokens=12, eos_token_id=eos).tokens
         assert ours == free[:free.index(stop) + 1]
         assert generate(model, prompt, max_new_tokens=12, eos_token_id=eos).tokens == ours
+    model.config.eos_token_id = saved
+    for bad in (10 ** 9, [-1]):  # out of the vocabulary: refused by both
+        with pytest.raises(ValueError, match="outside the model's vocabulary"):
+            decode(model, prompt, "greedy", max_new_tokens=4, eos_token_id=bad)
+        with pytest.raises(ValueError, match="outside the model's vocabulary"):
+            generate(model, prompt, max_new_tokens=4, eos_token_id=bad)
+
+
+def test_cntp_stop_ids_are_checked():
+    model, _ = micro64()
+    for bad, error in ((set(), ValueError), ({"."}, TypeError), ({10 ** 9}, ValueError)):
+        with pytest.raises(error, match="stop_ids"):
+            run("cntp", PROMPTS[0], stop_ids=bad)

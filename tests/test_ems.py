@@ -289,3 +289,17 @@ def test_named_ems_keeps_the_budget_per_head_on_average():
     continuation_nll(model, ids(80), ids(4, seed=8), press=press)
     for layer in press.stats.values():
         assert sum(layer["kept"]) == model.config.num_key_value_heads * 20
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    (dict(kernel_size=-3), ValueError, "kernel_size must be an integer >= 0"),
+    (dict(kernel_size=4), ValueError, "kernel_size must be odd"),
+    (dict(window_size=2.5), TypeError, "window_size must be an integer"),
+    (dict(adaptive="no"), TypeError, "adaptive must be True or False"),
+    (dict(theta=True), ValueError, "theta"), (dict(alpha=float("nan")), ValueError, "alpha"),
+    (dict(compression_ratio=True), ValueError, "compression_ratio")])
+def test_mistyped_settings_are_refused_not_reinterpreted(bad, error, match):
+    """A negative kernel silently turned pooling off, an even one pooled off-centre, a string
+    ``adaptive`` ran as True and ``theta=True`` as 1 (review of issue 16)."""
+    with pytest.raises(error, match=match):
+        EMSPress(**{"compression_ratio": 0.5, **bad})

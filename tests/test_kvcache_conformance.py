@@ -30,6 +30,8 @@ def test_a_named_budget_keeps_that_many_entries_per_head_on_average(name, budget
     (``masked_key_indices``: EMS's padding, AdaKV's evictions) hide from attention."""
     model, _ = micro()
     spec = {"evict": name, "budget": budget}
+    if name == "streaming":  # a named StreamingLLM budget must leave a recent window beside the sinks
+        spec["n_sink"] = min(4, budget - 1)
     cache = DynamicCache()
     with torch.no_grad(), selecting(model, spec), press_on(model, method_press(spec, 80)):
         model(torch.tensor([ids(80, seed=23)]), past_key_values=cache)

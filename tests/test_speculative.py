@@ -402,3 +402,15 @@ def test_importing_the_harness_does_not_import_triton():
             "print('triton' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_counts_and_devices_are_checked():
+    """``max_new_tokens=True`` generated one token before; a Token Recycling matrix on another
+    device than the model's was accepted (review of issue 16)."""
+    model, _ = load("tw-micro", dtype=torch.float64)
+    with pytest.raises(TypeError, match="max_new_tokens must be an integer"):
+        generate(model, [1, 2, 3], max_new_tokens=True)
+    with pytest.raises(ValueError, match="differs from the model's"):
+        make_drafter("token_recycling", model, device="meta")
+    with pytest.raises(TypeError, match="vocab_size must be an integer"):
+        make_drafter("token_recycling", model, vocab_size=5000.0)

@@ -7,7 +7,8 @@ from kvpress.utils import compute_n_kept
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
-from tokenworks.kvcache import continuation_nll, greedy_after, kv_bytes, press_on, recompute_nll, rerotate, stream_nll
+from tokenworks.kvcache import (continuation_nll, greedy_after, kv_bytes, method_press, press_on, recompute_nll,
+                                rerotate, stream_nll)
 
 from conftest import micro64 as micro
 from conftest import random_ids as ids
@@ -66,12 +67,23 @@ def test_the_press_works_the_kvpress_way_and_under_generate():
             for layer in model.model.layers] == hooks
 
 
-@pytest.mark.parametrize("bad,match", [(dict(compression_ratio=1.0), "compression_ratio"),
-                                       (dict(compression_ratio=-0.2), "compression_ratio"),
-                                       (dict(n_sink=-1), "n_sink"), (dict(n_sink=2.5), "n_sink")])
-def test_bad_settings_are_refused_at_once(bad, match):
-    with pytest.raises(ValueError, match=match):
+@pytest.mark.parametrize("bad,error,match", [(dict(compression_ratio=1.0), ValueError, "compression_ratio"),
+                                             (dict(compression_ratio=-0.2), ValueError, "compression_ratio"),
+                                             (dict(compression_ratio=True), ValueError, "compression_ratio"),
+                                             (dict(n_sink=-1), ValueError, "n_sink"),
+                                             (dict(n_sink=2.5), TypeError, "n_sink"),
+                                             (dict(n_sink=True), TypeError, "n_sink")])
+def test_bad_settings_are_refused_at_once(bad, error, match):
+    with pytest.raises(error, match=match):
         OurStreamingLLM(**bad)
+
+
+def test_a_named_budget_inside_the_sinks_is_refused():
+    """kvpress's ratios may shrink the sinks (its contract), but a budget we name must leave a
+    recent window: {"streaming": 2, "n_sink": 4} would keep only the first tokens."""
+    with pytest.raises(ValueError, match="no recent window"):
+        method_press({"streaming": 2, "n_sink": 4}, 80)
+    assert method_press({"streaming": 5, "n_sink": 4}, 80).n_sink == 4
 
 
 def test_stream_with_room_for_everything_is_a_plain_forward():
@@ -146,8 +158,12 @@ def test_streaming_cache_keeps_exactly_the_sinks_and_the_last_window():
     logp = torch.log_softmax(model(torch.tensor([stream])).logits[0].double(), -1)
     plain = -logp[:-1].gather(1, torch.tensor(stream[1:])[:, None])[:, 0]
     assert torch.allclose(nll[:n_sink + window], plain[:n_sink + window], atol=1e-9)
-    with pytest.raises(ValueError, match="window >= 1"):
+    with pytest.raises(ValueError, match="window must be an integer >= 1"):
         stream_nll(model, stream, n_sink=4, window=0)
+    with pytest.raises(TypeError, match="n_sink must be an integer"):
+        stream_nll(model, stream, n_sink=True, window=8)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        stream_nll(model, stream[:1], n_sink=4, window=8)
 
 
 def test_recomputation_equals_a_fresh_forward_over_each_window():

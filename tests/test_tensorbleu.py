@@ -241,3 +241,10 @@ def test_an_all_padding_reference_slot_is_an_empty_reference(max_n):
     padded = tensor_bleu(torch.tensor([[1, 0]]), torch.tensor([[[0, 0, 0], [1, 2, 3]]]), pad_id=0, max_n=max_n)
     assert listed.item() == pytest.approx(expected, abs=1e-15, rel=1e-12)
     assert torch.equal(padded, listed)
+
+
+@pytest.mark.parametrize("max_n,error", [(True, TypeError), (2.0, TypeError), (0, ValueError)])
+def test_max_n_must_be_a_count(max_n, error):
+    """``max_n=True`` scored as BLEU-1 before (a bool is an int)."""
+    with pytest.raises(error, match="max_n must be an integer"):
+        tensor_bleu([[1, 2, 3]], [[[1, 2, 3]]], max_n=max_n)

@@ -118,12 +118,12 @@ def test_the_model_is_restored_afterwards():
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
-    (dict(top_k=0), ValueError, "top_k must be >= 1"), (dict(top_k=True), TypeError, "top_k must be an integer"),
-    (dict(top_k=4.0), TypeError, "top_k must be an integer"), (dict(top_k=4, n_sink=-1), ValueError, "n_sink must be >= 0"),
+    (dict(top_k=0), ValueError, "top_k must be an integer >= 1"), (dict(top_k=True), TypeError, "top_k must be an integer"),
+    (dict(top_k=4.0), TypeError, "top_k must be an integer"), (dict(top_k=4, n_sink=-1), ValueError, "n_sink must be an integer >= 0"),
     (dict(top_k=4, n_sink=True), TypeError, "n_sink must be an integer"),
     (dict(top_k=4, n_local=2.5), TypeError, "n_local must be an integer"),
     (dict(top_k=4, n_local=False), TypeError, "n_local must be an integer"),
-    (dict(top_k=4, n_local=-3), ValueError, "n_local must be >= 0"),
+    (dict(top_k=4, n_local=-3), ValueError, "n_local must be an integer >= 0"),
     (dict(top_k=4, threshold=1.5), ValueError, "threshold must be in"),
     (dict(top_k=4, threshold=0), ValueError, "threshold must be in"),
     (dict(top_k=4, threshold=float("nan")), ValueError, "threshold must be in"),
@@ -233,3 +233,12 @@ def test_a_sliding_window_or_softcap_passed_at_call_time_is_refused(option):
     state = TokenSelectState(top_k=5, n_sink=2, n_local=4, threshold=None)
     with pytest.raises(ValueError, match="sliding_window|softcap"):
         _attention(fake_layer(state), q, k, k, None, scaling=0.25, **option)
+
+
+def test_a_one_token_target_reads_nothing_and_says_so():
+    """A one-token target runs no query after the prefill: the shares read are None, not a
+    division by zero (review of issue 16)."""
+    from tokenworks.kvcache import perplexity_rows
+    model, _ = micro()
+    rows = perplexity_rows(model, [(ids(40), ids(1, seed=2))], {"ts": {"select": {"top_k": 4}}})
+    assert rows[0]["read"] is None and rows[0]["reused"] is None and rows[0]["tokens"] == 1

@@ -33,7 +33,7 @@ from tokenworks.models.corpus import function_nodes
 from tokenworks.models.zoo import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 FORMATS = ("psm", "spm")
-METHODS = ("token", "healing", "byte", "ensemble")
+ARMS = ("token", "healing", "byte", "ensemble")
 
 
 def functions(text: str, min_bytes: int = 150, max_bytes: int = 1000) -> list[str]:
@@ -127,7 +127,7 @@ def fill(method: str, item: dict, fmt: str, lms: list[ByteLM]) -> dict:
         middle = ByteEnsemble(lms).generate(prompt, max_new_bytes, contexts=contexts)
         calls = sum(m.calls for m in lms) - before
     else:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+        raise ValueError(f"unknown method {method!r}; choose one of {ARMS}")
     text = middle.decode("utf-8", errors="replace")
     return {"middle": text, "exact": text == item["middle"], "ended": len(middle) < max_new_bytes,
             "edit_similarity": edit_similarity(text, item["middle"]),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenworks.decoding.cntp import cautious_step, check_trials, entropy, n_trials
-from tokenworks.ids import as_ids, eos_ids
+from tokenworks.ids import as_ids, check_count, eos_ids
 
 STRATEGIES = ("greedy", "sample", "cntp")
 
@@ -92,8 +92,9 @@ def decode(model, prompt, strategy: str = "greedy", max_new_tokens: int = 256,
     """Decode ``prompt`` (token ids: a list, a 1-D or ``[1, n]`` integer tensor, checked
     against the model's vocabulary) with ``strategy`` in ``STRATEGIES``.
 
-    ``eos_token_id``: one id or a set of ids that end the output (e.g. every token holding a
-    newline, for one-line answers). ``stop_ids``: tokens that end a CNTP trial
+    ``eos_token_id``: one id, or a list or set of ids, that end the output (e.g. every token
+    holding a newline, for one-line answers); ``None``: the model's ``config.eos_token_id``,
+    all of them; ``[]``: none (``tokenworks.ids.eos_ids``, as in ``speculative.generate``). ``stop_ids``: tokens that end a CNTP trial
     (punctuation; see :func:`punctuation_ids`).
     ``generator`` is required for ``sample`` and ``cntp``.
     """
@@ -103,18 +104,18 @@ def decode(model, prompt, strategy: str = "greedy", max_new_tokens: int = 256,
     prompt = as_ids(prompt, model, name="prompt")
     check_sampling(temperature, top_p)
     check_trials(h_low, h_high, n_max)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) \
-            or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    check_count("max_new_tokens", max_new_tokens)
     if strategy != "greedy" and generator is None:
         raise ValueError(f"{strategy} samples: pass generator=torch.Generator().manual_seed(...)")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}: "
                         "pass generator=torch.Generator().manual_seed(seed)")
-    if strategy == "cntp" and stop_ids is None:
+    if strategy == "cntp" and not stop_ids:
         raise ValueError("cntp needs stop_ids, the punctuation tokens that end a trial "
                          "(tokenworks.decoding.punctuation_ids(tokenizer))")
-    ends = eos_ids([] if eos_token_id is None else eos_token_id)  # None: no EOS
+    if stop_ids is not None:
+        stop_ids = set(as_ids(list(stop_ids), model, name="stop_ids", allow_empty=True))
+    ends = eos_ids(eos_token_id, model)
     counter = Counter()
     lm = _LM(model, prompt, counter)
     out = Decoded(tokens=[])

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +46,8 @@ import torch.nn.functional as F
 from kvpress.presses.base_press import BasePress
 from kvpress.utils import compute_n_kept, get_prerope_query_states
 from transformers.models.llama.modeling_llama import repeat_kv, rotate_half
+
+from tokenworks.ids import check_count, check_ratio
 
 PARTS = ("global-local", "global", "local")  # which score: both (EMS) or one alone (ablations)
 
@@ -160,13 +163,17 @@ class EMSPress(BasePress):
     stats: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        if not 0 <= self.compression_ratio < 1:
-            raise ValueError(f"compression_ratio must be in [0, 1), got {self.compression_ratio!r}")
+        check_ratio("compression_ratio", self.compression_ratio)
         if self.parts not in PARTS:
             raise ValueError(f"parts must be one of {PARTS}, got {self.parts!r}")
-        if self.window_size < 1 or not 0 <= self.alpha <= 1 or self.theta < 0:
-            raise ValueError(f"need window_size >= 1, alpha in [0, 1] and theta >= 0; got window_size="
-                             f"{self.window_size}, alpha={self.alpha}, theta={self.theta}")
+        check_count("window_size", self.window_size, 1)
+        if check_count("kernel_size", self.kernel_size, 0) > 1 and self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (centred pooling) or 0/1 (none), got {self.kernel_size}")
+        for name, value, ok in (("alpha", self.alpha, lambda v: 0 <= v <= 1), ("theta", self.theta, lambda v: v >= 0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
+                raise ValueError(f"need alpha in [0, 1] and theta >= 0; got {name}={value!r}")
+        if not isinstance(self.adaptive, bool):
+            raise TypeError(f"adaptive must be True or False, got {self.adaptive!r}")
 
     @contextlib.contextmanager
     def __call__(self, model):
@@ -180,7 +187,7 @@ class EMSPress(BasePress):
     def compress(self, module, hidden_states, keys, values, attentions, kwargs):
         """keys, values [B, Hkv, T, D] -> [B, Hkv, n_max, D]; sets ``module.masked_key_indices``.
         kvpress's contract: at least one entry stays (``compute_n_kept``), and a budget (or a
-        prefill) of at most ``window`` tokens shrinks the window to the budget, so the head
+        prefill) of at most ``window_size`` tokens shrinks the window to the budget, so the head
         keeps its last ``n_kept`` tokens."""
         T = keys.shape[2]
         n_kept = compute_n_kept(T, self.compression_ratio)

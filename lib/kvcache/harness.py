@@ -30,7 +30,7 @@ import torch
 from kvpress.presses.base_press import BasePress
 from transformers import DynamicCache
 
-from tokenworks.ids import as_ids
+from tokenworks.ids import as_ids, check_count, check_ratio
 from tokenworks.kvcache.ems import EMSPress
 from tokenworks.kvcache.streamingllm import StreamingLLMPress
 
@@ -110,9 +110,8 @@ def _check_press(press) -> None:
     read: a property for DuoAttention, SimLayerKV, DMS; ``None`` until then for ComposedPress);
     an adaptive EMSPress before another press in ComposedPress (kvpress refuses AdaKV there)."""
     ratio = vars(press).get("compression_ratio")
-    if ratio is not None and (not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1):
-        raise ValueError(f"compression_ratio must be in [0, 1) (the fraction of the cache "
-                         f"removed), got {ratio!r} in {type(press).__name__}")
+    if ratio is not None:
+        check_ratio(f"{type(press).__name__}'s compression_ratio", ratio)
     if isinstance(press, kvpress.ComposedPress) and any(
             isinstance(p, EMSPress) and p.adaptive for p in press.presses[:-1]):
         raise ValueError("ComposedPress: a press after an adaptive EMSPress would keep its zero padding as "
@@ -212,10 +211,7 @@ def greedy_after(model, context: list[int], question: list[int], press=None,
     the observation window holds the question). Ids as lists or tensors
     (``tokenworks.ids.as_ids``). Returns the new ids."""
     context, question = as_ids(context, model, name="context"), as_ids(question, model, name="question")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
-        raise TypeError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    check_count("max_new_tokens", max_new_tokens)
     device = next(model.parameters()).device
     if query_aware:
         cache, logits, _ = _prefill(model, context + question, press)
@@ -264,7 +260,8 @@ def method_press(method: dict, context_len: int):
     if kind == "press":
         return method["press"]
     if kind == "streaming":
-        method = {"evict": "streaming", "budget": method["streaming"], "n_sink": method.get("n_sink", 4)}
+        method = {"evict": "streaming", "budget": method["streaming"],
+                  **{k: v for k, v in method.items() if k != "streaming"}}
     options = {k: v for k, v in method.items() if k not in ("evict", "budget")}
     budget = method.get("budget")
     if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1:
@@ -272,6 +269,10 @@ def method_press(method: dict, context_len: int):
     if budget >= context_len:
         raise ValueError(f"a budget of {budget} entries is not smaller than the "
                          f"{context_len}-token context: nothing would be evicted")
+    n_sink = options.get("n_sink", StreamingLLMPress.n_sink)
+    if method["evict"] == "streaming" and budget <= n_sink:
+        raise ValueError(f"a StreamingLLM budget of {budget} entries leaves no recent window beside "
+                         f"its {n_sink} sinks: name a budget above n_sink")
     # kvpress keeps int(T * (1 - ratio)) entries: the half entry keeps exactly `budget`; PyramidKV
     # rounds T * (1 - ratio) instead, so it is given the budget itself
     half = 0.0 if method["evict"] in _ROUNDING else 0.5

@@ -7,7 +7,6 @@ is the paper's streaming setting (evict at every step, positions inside the cach
 from __future__ import annotations
 
 import contextlib
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +15,8 @@ from kvpress.utils import compute_n_kept
 from tqdm import tqdm
 from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import rotate_half
+
+from tokenworks.ids import as_ids, check_count, check_ratio
 
 
 @dataclass
@@ -30,10 +31,8 @@ class StreamingLLMPress(BasePress):
     n_sink: int = 4
 
     def __post_init__(self):
-        if not isinstance(self.compression_ratio, numbers.Real) or not 0 <= self.compression_ratio < 1:
-            raise ValueError(f"compression_ratio must be in [0, 1), got {self.compression_ratio!r}")
-        if not isinstance(self.n_sink, numbers.Integral) or self.n_sink < 0:
-            raise ValueError(f"n_sink must be an integer >= 0, got {self.n_sink!r}")
+        check_ratio("compression_ratio", self.compression_ratio)
+        check_count("n_sink", self.n_sink, 0)
 
     @contextlib.contextmanager
     def __call__(self, model):
@@ -76,8 +75,10 @@ def stream_nll(model, ids: list[int], n_sink: int, window: int, desc: str = "str
     positions assigned inside the cache (the paper's position shift: when an entry leaves,
     the later keys are re-rotated one position back). ``n_sink=0`` is window attention.
     ``window >= len(ids)`` is the full cache. [len(ids) - 1] float64."""
-    if n_sink < 0 or window < 1:
-        raise ValueError(f"need n_sink >= 0 and window >= 1, got n_sink={n_sink}, window={window}")
+    ids = as_ids(ids, model, name="ids")
+    check_count("n_sink", n_sink, 0), check_count("window", window, 1)
+    if len(ids) < 2:
+        raise ValueError(f"a stream needs at least 2 tokens (one to predict), got {len(ids)}")
     device = next(model.parameters()).device
     cache, out = DynamicCache(), []
     for i in tqdm(range(len(ids) - 1), desc=desc, mininterval=10, leave=False):

@@ -121,6 +121,8 @@ def _selection(state) -> dict:
     if state is None:
         return {"read": None, "reused": None}
     looked = state.selected + state.reused
+    if not state.visible:  # no query ran after the prefill (a one-token target)
+        return {"read": None, "reused": None}
     return {"read": state.attended / state.visible, "reused": state.reused / looked if looked else 0.0}
 
 

@@ -37,6 +37,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
+from tokenworks.ids import check_count
 from tokenworks.kernels.tokenselect import (gathered_decode_attention,
                                             gathered_decode_attention_reference, qk_scores,
                                             qk_scores_reference)
@@ -133,15 +134,6 @@ AttentionInterface.register(NAME, _attention)
 AttentionMaskInterface.register(NAME, sdpa_mask)  # the masks SDPA gets, for the full-attention path
 
 
-def _check_count(name: str, value, least: int) -> int:
-    """``value`` as an int of at least ``least``; bools and non-integers refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer (a number of tokens), got {value!r} ({type(value).__name__})")
-    if value < least:
-        raise ValueError(f"{name} must be >= {least}, got {value}")
-    return int(value)
-
-
 def _check_attention(model) -> None:
     """Refuse what the selection would ignore: sliding-window layers (``layer_types`` other than
     full attention, or a ``sliding_window`` where the config has no layer types, as Mistral)
@@ -168,8 +160,8 @@ def token_select(model, top_k: int, n_sink: int = 4, n_local: int = 64, threshol
     at least ``threshold`` (the paper's 0.9)."""
     from tokenworks.kvcache import attention_layers  # kvcache imports kvpress
 
-    top_k = _check_count("top_k", top_k, 1)
-    n_sink, n_local = _check_count("n_sink", n_sink, 0), _check_count("n_local", n_local, 0)
+    top_k = check_count("top_k", top_k, 1)
+    n_sink, n_local = check_count("n_sink", n_sink, 0), check_count("n_local", n_local, 0)
     if threshold is not None:
         if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
             raise TypeError(f"threshold must be a number in (0, 1] (a cosine similarity) or None, got {threshold!r}")

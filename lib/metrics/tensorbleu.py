@@ -41,7 +41,7 @@ from typing import Sequence
 
 import torch
 
-from tokenworks.ids import as_ids
+from tokenworks.ids import as_ids, check_count
 
 SMOOTHING = {"none": 0, "method0": 0, "floor": 1, "method1": 1, "add-k": 2, "method2": 2,
              "exp": 3, "method3": 3, "method4": 4, "method5": 5, "method6": 6, "method7": 7}
@@ -384,8 +384,7 @@ def tensor_bleu(candidates, references, *, max_n: int = 4,
         raise ValueError(f"unknown smoothing {smoothing!r}; choose one of {sorted(SMOOTHING)}")
     if counting not in COUNTING:
         raise ValueError(f"unknown counting {counting!r}; choose one of {COUNTING}")
-    if not isinstance(max_n, int) or max_n < 1:
-        raise ValueError(f"max_n must be a positive integer, got {max_n!r}")
+    check_count("max_n", max_n)
     w, single = _weight_sets(weights, max_n)
     method = SMOOTHING[smoothing]
     if method >= 5 and not per_sentence:

@@ -1,5 +1,11 @@
 """Models: the self-trained zoo (``zoo``, on the standard-library ``corpus``) and hub models,
 loaded the same way by ``load``."""
-from tokenworks.models.loader import CONTEXT, TOKENIZERS, ZOO, ZOO_DIR, load, load_weights, resolve_device, zoo_config
+from tokenworks.models.loader import CONTEXT, TOKENIZERS, ZOO, load, load_weights, resolve_device, zoo_config, zoo_dir
 
-__all__ = ["load", "resolve_device", "load_weights", "zoo_config", "ZOO", "ZOO_DIR", "TOKENIZERS", "CONTEXT"]
+
+def __getattr__(name):  # ZOO_DIR is found on first use: importing the package needs no checkout
+    if name == "ZOO_DIR":
+        return zoo_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = ["load", "resolve_device", "load_weights", "zoo_config", "ZOO", "ZOO_DIR", "zoo_dir", "TOKENIZERS", "CONTEXT"]

@@ -10,9 +10,18 @@ from pathlib import Path
 
 import torch
 
-from tokenworks.paths import REPO
+from tokenworks.paths import repo_root
 
-ZOO_DIR = REPO / "zoo"
+
+def zoo_dir() -> Path:
+    """The committed zoo: ``zoo/`` of the checkout (``tokenworks.paths``)."""
+    return repo_root() / "zoo"
+
+
+def __getattr__(name):  # ZOO_DIR is found on first use: importing the package needs no checkout
+    if name == "ZOO_DIR":
+        return zoo_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Architecture of each zoo model (LlamaConfig fields); training settings live in
 # reproduce/train_zoo.py. `tokenizer` names the tokenizer folder under zoo/.
@@ -99,7 +108,7 @@ def load(name: str, device: str = "auto", dtype: torch.dtype | None = None):
 
     dev = resolve_device(device)
     if name in ZOO:
-        path = ZOO_DIR / name
+        path = zoo_dir() / name
         if not (path / "model.safetensors").exists():
             raise FileNotFoundError(
                 f"zoo model {name!r} has no checkpoint at {path}; run `make models` to train it")

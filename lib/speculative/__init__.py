@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import inspect
 
+import torch
+
+from tokenworks.ids import check_count
 from tokenworks.speculative.drafter import Drafter
 from tokenworks.speculative.engine import Generation, Greedy, run
 from tokenworks.speculative.lookahead import Lookahead
@@ -57,11 +60,14 @@ def _recycling_options(model, options: dict) -> dict:
             raise ValueError("token_recycling keeps a matrix row per token: pass the model "
                              "(make_drafter('token_recycling', model)) or vocab_size=")
         return options
-    n = model.get_output_embeddings().weight.shape[0]
-    if options.get("vocab_size", n) < n:
+    n, device = model.get_output_embeddings().weight.shape[0], next(model.parameters()).device
+    if "device" in options and torch.device(options["device"]) != device:
+        raise ValueError(f"device={options['device']!r} differs from the model's {device}: the matrix "
+                         "lives beside the model (leave device= out)")
+    if check_count("vocab_size", options.get("vocab_size", n)) < n:
         raise ValueError(f"vocab_size={options['vocab_size']} is smaller than the model's {n} "
                          "output tokens: the matrix needs a row for every token it can draft")
-    return {"vocab_size": n, "device": next(model.parameters()).device, **options}
+    return {"vocab_size": n, "device": device, **options}
 
 
 def generate(model, input_ids, method: str | None = None, max_new_tokens: int = 256,

@@ -26,7 +26,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from tokenworks.ids import as_ids, eos_ids
+from tokenworks.ids import as_ids, check_count, eos_ids
 from tokenworks.speculative.drafter import Drafter
 from tokenworks.speculative.tree import DraftTree, additive_mask
 
@@ -96,8 +96,7 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
     ids (``None``: the model's config's, all of them; see :func:`tokenworks.ids.eos_ids`).
     Models with sliding-window (or other partial-cache) layers are refused.
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    check_count("max_new_tokens", max_new_tokens)
     if not isinstance(drafter, Drafter):
         raise TypeError(f"drafter must have the methods start, draft and update of "
                         f"tokenworks.speculative.Drafter; got a {type(drafter).__name__}")
