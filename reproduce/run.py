@@ -116,7 +116,7 @@ def run_local(phase: list, config: dict, config_path: Path, jobs: int):
     env = child_env(threads, config_path)
 
     def start(i, name, run, params):
-        print(f"[{i}] {name}:{run} ... ({threads} thread{'s' * (threads != 1)})", flush=True)
+        print(f"[{i}] {name}:{run} ... ({threads} thread{'s' * (threads != 1)})\n", end="", flush=True)  # one write: runs start from worker threads
         spec, notebook = config[name], str(ROOT / config[name]["notebook"])
         return execute(sys.executable, notebook, str(output_path(name, spec, run)),
                        with_threads(notebook, params, threads), spec["timeout"], env)
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
             runner = run_ray if args.ray else run_local
             for (i, name, run, _), (ok, seconds, note) in runner(phase, config, config_path, args.jobs):
                 note = note or shown(output_path(name, config[name], run))
-                print(f"[{i}] {name}:{run} {'ok' if ok else 'FAILED'} in {seconds:.0f} s  {note}", flush=True)
+                print(f"[{i}] {name}:{run} {'ok' if ok else 'FAILED'} in {seconds:.0f} s  {note}\n", end="", flush=True)
                 rows.append((f"{name}:{run}", "ok" if ok else "FAILED", f"{seconds:.0f} s", note))
     finally:
         if args.ray and todo:
