@@ -177,7 +177,7 @@ def test_tree_hash_depends_on_contents_only(tmp_path):
 def test_model_hashes_follow_the_zoo_files(tmp_path, monkeypatch):
     zoo = tmp_path / "zoo"
     shutil.copytree(tokenworks.models.ZOO_DIR / "tw-micro", zoo / "tw-micro")
-    monkeypatch.setattr(tokenworks.models, "ZOO_DIR", zoo)
+    monkeypatch.setattr(tokenworks.models, "zoo_dir", lambda: zoo)
     params = {"model": "tw-micro", "ensemble_model": "", "draft_model": "org/hub-model",
               "draft_model_revision": "abc123", "n": 3}
     first = model_hashes(params)
