@@ -146,9 +146,11 @@ def code_hashes(method: str, config: Path | None = None) -> dict[str, str] | Non
 
 def model_hashes(parameters: dict) -> dict[str, dict]:
     """{model: identity} for every parameter whose key ends with ``model``: a zoo model's
-    ``ZOO_FILES`` sha256s (None for a missing file), a hub id with its revision (parameter
+    ``ZOO_FILES`` sha256s (None for a missing file), a packaged model's package versions and
+    GGUF sha256 (``packaged.identity``), a hub id with its revision (parameter
     ``<key>_revision``, None when not given; the hub's files are not hashed)."""
-    from tokenworks.models import ZOO, zoo_dir
+    from tokenworks.models import PACKAGED, ZOO, zoo_dir
+    from tokenworks.models.packaged import identity
 
     out = {}
     for key, name in parameters.items():
@@ -157,6 +159,8 @@ def model_hashes(parameters: dict) -> dict[str, dict]:
         if name in ZOO:
             out[name] = {f: file_sha256(zoo_dir() / name / f) if (zoo_dir() / name / f).is_file() else None
                          for f in ZOO_FILES}
+        elif name in PACKAGED:
+            out[name] = identity(name)
         else:
             out[name] = {"hub_id": name, "revision": parameters.get(f"{key}_revision")}
     return out

@@ -1,6 +1,7 @@
-"""Load a model of the zoo, or any Hugging Face hub model, the same way.
+"""Load a model of the zoo, a packaged real model, or any Hugging Face hub model, the same way.
 
 >>> model, tokenizer = load("tw-code")             # committed checkpoint under zoo/
+>>> model, tokenizer = load("smollm2-135m")        # a GGUF from the package index (packaged.py)
 >>> model, tokenizer = load("Qwen/Qwen2.5-0.5B")   # from the hub (online readers)
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from tokenworks.models.packaged import PACKAGED, converted
 from tokenworks.paths import repo_root
 
 
@@ -103,6 +105,8 @@ def load(name: str, device: str = "auto", dtype: torch.dtype | None = None):
     Zoo checkpoints are stored in float16; they load as float32 on the CPU (``dtype``
     overrides). A hub id needs the network unless it is in the local cache; with
     ``HF_HUB_OFFLINE=1`` an unknown name fails at once with the list of zoo models.
+    Packaged models (``PACKAGED``) are converted from their GGUF on first use and cached; they
+    load as float32 on the CPU and bfloat16 on CUDA unless ``dtype`` says otherwise.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -115,11 +119,16 @@ def load(name: str, device: str = "auto", dtype: torch.dtype | None = None):
         dtype = dtype or (torch.float32 if dev.type == "cpu" else torch.float16)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
+    elif name in PACKAGED:
+        path = converted(name)
+        dtype = dtype or (torch.float32 if dev.type == "cpu" else torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     else:
         zoo = ", ".join(ZOO)
         if "/" not in name:
-            raise ValueError(f"unknown model {name!r}: pass a zoo model ({zoo}) "
-                             "or a hub id such as 'Qwen/Qwen2.5-0.5B'")
+            raise ValueError(f"unknown model {name!r}: pass a zoo model ({zoo}), a packaged "
+                             f"model ({', '.join(PACKAGED)}) or a hub id such as 'Qwen/Qwen2.5-0.5B'")
         try:
             tokenizer = AutoTokenizer.from_pretrained(name)
             model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or "auto")
@@ -127,5 +136,5 @@ def load(name: str, device: str = "auto", dtype: torch.dtype | None = None):
             hint = (" HF_HUB_OFFLINE=1 is set and it is not in the local cache."
                     if _is_offline() else "")
             raise ValueError(f"could not load hub model {name!r}.{hint} "
-                             f"Offline, use a zoo model: {zoo}.") from e
+                             f"Offline, use a zoo model ({zoo}) or a packaged model ({', '.join(PACKAGED)}).") from e
     return model.to(dev).eval(), tokenizer
