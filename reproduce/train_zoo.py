@@ -269,8 +269,8 @@ def evaluate(name, model, tokenizer, corpus, device) -> dict:
     card = {"validation": bits_per_byte(model, tokenizer, corpus.texts("validation"), 512),
             "test": bits_per_byte(model, tokenizer, corpus.texts("test"), 512)}
     if name != "tw-micro":
-        card["retrieval_probes"] = [retrieval_probe(model, tokenizer, corpus.texts("test"), d)
-                                    for d in PROBE_DISTANCES]
+        card["retrieval_probes"] = [retrieval_probe(model, tokenizer, corpus.texts("test"), d, shifted=s)
+                                    for s in (False, True) for d in PROBE_DISTANCES]
         card["copy_probe"] = copy_probe(model, tokenizer, corpus.texts("test"))
         prompt = corpus.texts("test")[3][:400]
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"].to(device)
@@ -327,8 +327,14 @@ def model_card_markdown(card: dict) -> str:
              f"test: {card['test']['bits_per_byte']:.3f} bits/byte "
              f"({card['test']['nats_per_token']:.3f} nats/token).", ""]
     for p in card.get("retrieval_probes", []):
-        lines.append(f"- Retrieval probe at ~{p['distance']} tokens ({p['distractors']} distractors): "
-                     f"{p['accuracy']:.0%} of {p['n']}.")
+        fmt = {"card": "the curriculum's format, KEY_i = '<6 digits>'",
+               "shifted": "a shifted format: other names, one per constant, letter-and-digit values"}
+        lines.append(f"- Retrieval probe at ~{p['distance']} tokens ({p['distractors']} distractors; "
+                     f"{fmt[p.get('format', 'card')]}): {p['accuracy']:.0%} of {p['n']}.")
+    if {p.get("format") for p in card.get("retrieval_probes", [])} == {"card", "shifted"}:
+        lines.append("- What the probes show: the first format is the one the curriculum trained on; "
+                     "the shifted one tests in-context retrieval itself. Where they differ, the model "
+                     "learned the format, not retrieval.")
     if "arith_accuracy" in card:
         a = card["arith_accuracy"]
         lines.append(f"- Greedy accuracy on held-out problems: validation {a['validation']['accuracy']:.1%} "
@@ -393,7 +399,7 @@ def main(argv=None):
             overrides = parse_overrides(args.set, name)
             card = train(name, corpus, tok, device, args.resume, args.scale, args.minutes, workers,
                          overrides, args.out_dir)
-        probes = {p["distance"]: p["accuracy"] for p in card.get("retrieval_probes", [])}
+        probes = {(p.get("format", "card"), p["distance"]): p["accuracy"] for p in card.get("retrieval_probes", [])}
         print(f"{name}: test {card['test']['bits_per_byte']:.3f} bits/byte, probes {probes}",
               flush=True)
 

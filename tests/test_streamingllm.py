@@ -178,3 +178,26 @@ def test_recomputation_equals_a_fresh_forward_over_each_window():
     logp = torch.log_softmax(model(torch.tensor([seq])).logits[0].double(), -1)
     plain = -logp[:-1].gather(1, torch.tensor(seq[1:])[:, None])[:, 0]
     torch.testing.assert_close(recompute_nll(model, seq, window=30, batch=7), plain.detach(), atol=1e-5, rtol=0)
+
+
+def test_stream_prefill_in_chunks_equals_one_token_at_a_time():
+    """Until the first eviction the stream is a prefill: in chunks or token by token, the
+    same NLL (float32 summation order aside), and the same after the evictions."""
+    model, _ = micro()
+    stream = ids(60, seed=7)
+    one = stream_nll(model, stream, n_sink=2, window=30, chunk=1)
+    for chunk in (5, 32, 256):
+        torch.testing.assert_close(stream_nll(model, stream, n_sink=2, window=30, chunk=chunk), one,
+                                   atol=1e-5, rtol=0)
+    assert not torch.allclose(stream_nll(model, stream, n_sink=0, window=30), one, atol=1e-3)
+
+
+def test_recomputation_subsample_scores_every_stride_th_token():
+    model, _ = micro()
+    seq = ids(30, seed=4)
+    every = recompute_nll(model, seq, window=8, batch=5)
+    third = recompute_nll(model, seq, window=8, batch=4, stride=3)
+    assert torch.isnan(third).tolist() == [i % 3 != 0 for i in range(29)]
+    torch.testing.assert_close(third[::3], every[::3], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="stride"):
+        recompute_nll(model, seq, window=8, stride=0)

@@ -119,7 +119,7 @@ def streamingllm_stream(record: dict):
         x = [(i + 0.5) * m["bin"] for i in range(len(values))]
         ax.plot(x, values, "--k" if method == "dense" else ":k" if method == "recompute" else "-", label=method)
     ax.axvline(m["trained_context"], color="grey", lw=0.8)
-    ax.text(m["trained_context"], ax.get_ylim()[1], " training rows", fontsize=7, va="top")
+    ax.text(m["trained_context"], ax.get_ylim()[1], " training length", fontsize=7, va="top")
     ax.set(xlabel="position in the stream (tokens)", ylabel=f"mean NLL over {m['bin']}-token bins",
            title=f"budget {m['budget']} entries, {record['metrics']['model']}, {record['provenance']['device']}")
     ax.legend(fontsize=7)

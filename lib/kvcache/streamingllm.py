@@ -69,43 +69,63 @@ def rerotate(model, keys: torch.Tensor, shift: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def stream_nll(model, ids: list[int], n_sink: int, window: int, desc: str = "stream") -> torch.Tensor:
+def stream_nll(model, ids: list[int], n_sink: int, window: int, desc: str = "stream",
+               chunk: int = 256) -> torch.Tensor:
     """Negative log-likelihood of ``ids[1:]`` fed one token at a time through a cache of at
     most ``n_sink + window`` entries: the first ``n_sink`` tokens and the last ones, with
     positions assigned inside the cache (the paper's position shift: when an entry leaves,
     the later keys are re-rotated one position back). ``n_sink=0`` is window attention.
-    ``window >= len(ids)`` is the full cache. [len(ids) - 1] float64."""
+    ``window >= len(ids)`` is the full cache. Until the cache is first full nothing leaves, so
+    those tokens go through as a prefill, ``chunk`` at a time (the same math, in another
+    summation order). [len(ids) - 1] float64."""
     ids = as_ids(ids, model, name="ids")
-    check_count("n_sink", n_sink, 0), check_count("window", window, 1)
+    check_count("n_sink", n_sink, 0), check_count("window", window, 1), check_count("chunk", chunk, 1)
     if len(ids) < 2:
         raise ValueError(f"a stream needs at least 2 tokens (one to predict), got {len(ids)}")
     device = next(model.parameters()).device
-    cache, out = DynamicCache(), []
-    for i in tqdm(range(len(ids) - 1), desc=desc, mininterval=10, leave=False):
+    capacity, cache, out = n_sink + window, DynamicCache(), []
+    target = torch.tensor(ids[1:], device=device)
+    fill = min(capacity, len(ids) - 1)
+    for lo in range(0, fill, chunk):  # prefill: positions 0..fill-1
+        hi = min(lo + chunk, fill)
+        logits = model(torch.tensor([ids[lo:hi]], device=device), past_key_values=cache,
+                       position_ids=torch.arange(lo, hi, device=device)[None]).logits[0]
+        out.append(-torch.log_softmax(logits.double(), -1).gather(1, target[lo:hi, None])[:, 0])
+    for i in tqdm(range(fill, len(ids) - 1), desc=desc, mininterval=10, leave=False):
+        _evict_when_full(model, cache, n_sink, capacity)
         position = cache.get_seq_length()
         logits = model(torch.tensor([[ids[i]]], device=device), past_key_values=cache,
                        position_ids=torch.tensor([[position]], device=device)).logits[0, -1]
-        out.append(-torch.log_softmax(logits.double(), -1)[ids[i + 1]])
-        if position + 1 == n_sink + window:  # full: the oldest entry after the sinks leaves
-            for layer in cache.layers:
-                layer.keys = torch.cat([layer.keys[:, :, :n_sink],
-                                        rerotate(model, layer.keys[:, :, n_sink + 1:], -1)], 2)
-                layer.values = torch.cat([layer.values[:, :, :n_sink], layer.values[:, :, n_sink + 1:]], 2)
-    return torch.stack(out).cpu()
+        out.append(-torch.log_softmax(logits.double(), -1)[ids[i + 1]][None])
+    _evict_when_full(model, cache, n_sink, capacity)  # the cache ends with room for one more
+    return torch.cat(out).cpu()
+
+
+def _evict_when_full(model, cache: DynamicCache, n_sink: int, capacity: int) -> None:
+    """A full cache drops its oldest entry after the sinks; the later keys move one position back."""
+    if cache.get_seq_length() < capacity:
+        return
+    for layer in cache.layers:
+        layer.keys = torch.cat([layer.keys[:, :, :n_sink], rerotate(model, layer.keys[:, :, n_sink + 1:], -1)], 2)
+        layer.values = torch.cat([layer.values[:, :, :n_sink], layer.values[:, :, n_sink + 1:]], 2)
 
 
 @torch.no_grad()
-def recompute_nll(model, ids: list[int], window: int, batch: int = 32) -> torch.Tensor:
+def recompute_nll(model, ids: list[int], window: int, batch: int = 32, stride: int = 1) -> torch.Tensor:
     """Sliding window with re-computation (the StreamingLLM paper's quality baseline): token
     ``i + 1`` is predicted from a fresh forward over the last ``window`` tokens ``ids[i+1-window:
     i+1]``, at positions ``0..window-1``, with no cache. Windows run ``batch`` at a time (the
-    same math as one at a time; time it with ``batch=1``). [len(ids) - 1] float64."""
-    if window < 1 or batch < 1:
-        raise ValueError(f"need window >= 1 and batch >= 1, got window={window}, batch={batch}")
+    same math as one at a time; time it with ``batch=1``). It costs ``window`` token-forwards per
+    token: ``stride > 1`` scores only every ``stride``-th token (a subsample of the positions,
+    NaN elsewhere). [len(ids) - 1] float64."""
+    if window < 1 or batch < 1 or stride < 1:
+        raise ValueError(f"need window, batch and stride >= 1, got window={window}, batch={batch}, "
+                         f"stride={stride}")
     device = next(model.parameters()).device
-    out = []
-    for lo in tqdm(range(0, len(ids) - 1, batch), desc="recompute", mininterval=10, leave=False):
-        ends = range(lo, min(lo + batch, len(ids) - 1))  # predict ids[e + 1] from ids[..e]
+    scored = list(range(0, len(ids) - 1, stride))
+    out = torch.full((len(ids) - 1,), float("nan"), dtype=torch.float64)
+    for lo in tqdm(range(0, len(scored), batch), desc="recompute", mininterval=10, leave=False):
+        ends = scored[lo:lo + batch]  # predict ids[e + 1] from ids[..e]
         rows = [ids[max(0, e + 1 - window):e + 1] for e in ends]
         width = max(map(len, rows))
         # left-pad short rows (the first window - 1 tokens) with their own first token and mask it out
@@ -114,5 +134,5 @@ def recompute_nll(model, ids: list[int], window: int, batch: int = 32) -> torch.
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         logits = model(x, attention_mask=mask, position_ids=pos).logits[:, -1]
         targets = torch.tensor([ids[e + 1] for e in ends], device=device)
-        out.append(-torch.log_softmax(logits.double(), -1).gather(1, targets[:, None])[:, 0])
-    return torch.cat(out).cpu()
+        out[ends] = -torch.log_softmax(logits.double(), -1).gather(1, targets[:, None])[:, 0].cpu()
+    return out

@@ -22,3 +22,20 @@ def zoo_loss(cards: list[dict]):
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def model_card_retrieval(record: dict):
+    """Retrieval probe accuracy against distance, one line per format (``model_cards``)."""
+    m = record["metrics"]
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=110)
+    for fmt, style in (("card", "-o"), ("shifted", "--s")):
+        pts = sorted((p["distance"], p["accuracy"]) for p in m["probes"] if p["format"] == fmt)
+        ax.plot(*zip(*pts), style, label=f"{fmt} format")
+    n = m["probes"][0]["n"]
+    ax.set(xscale="log", ylim=(-0.05, 1.05), xlabel="distance to the definition (tokens)",
+           ylabel=f"retrieved (share of {n})", title=f"{m['model']}: retrieval in context")
+    ax.set_xticks(m["probe_lengths"], [f"{d:,}" for d in m["probe_lengths"]])
+    ax.minorticks_off()
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -258,26 +258,40 @@ def filler_lines(texts: list[str], tokenizer, n_tokens: int, rng: random.Random)
     return lines[:lo]
 
 
+# Names for the shifted probe: two-part names the curriculum never used (its names are one
+# stem of _NAME_STEMS and a number), each constant with its own.
+_SHIFTED_NAMES = ["RETRY_TOKEN", "max_depth", "BufferLimit", "session_tag", "HOST_ALIAS",
+                  "cache_seed", "UploadKey", "worker_label", "DEFAULT_REALM", "queueName"]
+
+
 def retrieval_probe(model, tokenizer, texts: list[str], distance: int, n_probes: int = 20,
-                    distractors: int = 3, seed: int = 0) -> dict:
+                    distractors: int = 3, seed: int = 0, shifted: bool = False) -> dict:
     """Retrieve a constant defined about ``distance`` tokens before the end of the context.
 
     Each probe: held-out code, ``KEY_<i> = '<6 digits>'`` about ``distance`` tokens before
     the end, ``distractors`` other ``KEY_<j>`` constants at random places in between, and
     ``assert KEY_<i> == '`` as the last line. Success: greedy decoding continues with the
-    six digits and the closing quote.
+    value and the closing quote. ``shifted``: the same test in a format the zoo's curriculum
+    never showed (``_SHIFTED_NAMES`` with a number, e.g. ``RETRY_TOKEN_41``, one per constant,
+    six-character letter-and-digit values): retrieval that holds only in the zoo format was
+    learned from the format, not from the context.
     """
     rng = random.Random(seed)
     device = next(model.parameters()).device
     hits, examples = 0, []
     for p in range(n_probes):
-        keys = rng.sample(range(100), distractors + 1)
-        values = [f"{rng.randrange(10**6):06d}" for _ in keys]
-        target = f"KEY_{keys[0]} = '{values[0]}'\n"
-        query = f"assert KEY_{keys[0]} == '"
+        if shifted:
+            names = [f"{n}_{rng.randrange(10, 100)}" for n in rng.sample(_SHIFTED_NAMES, distractors + 1)]
+            values = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(6))
+                      for _ in names]
+        else:
+            names = [f"KEY_{k}" for k in rng.sample(range(100), distractors + 1)]
+            values = [f"{rng.randrange(10**6):06d}" for _ in names]
+        target = f"{names[0]} = '{values[0]}'\n"
+        query = f"assert {names[0]} == '"
         after = filler_lines(texts, tokenizer, distance - 10, rng)  # after the definition
-        for k, v in zip(keys[1:], values[1:]):
-            after.insert(rng.randrange(len(after) + 1), f"KEY_{k} = '{v}'")
+        for k, v in zip(names[1:], values[1:]):
+            after.insert(rng.randrange(len(after) + 1), f"{k} = '{v}'")
         prompt = target + "\n".join(after) + "\n" + query
         ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=device)
         with torch.no_grad():
@@ -288,8 +302,8 @@ def retrieval_probe(model, tokenizer, texts: list[str], distance: int, n_probes:
         hits += ok
         examples.append({"expected": values[0], "completion": completion, "ok": ok,
                          "context_tokens": ids.shape[1]})
-    return {"distance": distance, "accuracy": hits / n_probes, "n": n_probes,
-            "distractors": distractors, "examples": examples[:5]}
+    return {"distance": distance, "format": "shifted" if shifted else "card", "accuracy": hits / n_probes,
+            "n": n_probes, "distractors": distractors, "examples": examples[:5]}
 
 
 @torch.no_grad()
