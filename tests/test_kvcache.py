@@ -380,3 +380,30 @@ def test_kvpress_presses_run_the_kvpress_way_with_cache_positions():
     assert kv_bytes(kvpress_way) == kv_bytes(harness) == config.num_hidden_layers * config.num_key_value_heads * 30 * 2 * config.head_dim * 8
     assert all(torch.equal(a.keys, b.keys) for a, b in zip(kvpress_way.layers, harness.layers))
     assert [(len(a._forward_pre_hooks), len(a._forward_hooks)) for a in attention_layers(model)] == hooks
+
+
+def tiny_gemma3():
+    """A randomly initialised six-layer Gemma3ForCausalLM (five sliding-window layers of 16, then
+    a global one, as load("gemma3-270m") interleaves them), no download."""
+    import transformers
+    config = transformers.Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16)
+    torch.manual_seed(0)
+    return transformers.Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("name", ["ems", "streaming", "snapkv", "knorm"])
+def test_a_press_on_sliding_window_layers_is_refused(name):
+    """kvpress hooks every layer of a Gemma3ForCausalLM (it skips sliding layers only for
+    Gemma3ForConditionalGeneration); a sliding layer's mask indexes its cache by position, which a
+    press breaks, and EMS and Knorm ran silently on it. Every way of running a press says so."""
+    model = tiny_gemma3()
+    g = torch.Generator().manual_seed(0)
+    context, target = torch.randint(0, 64, (60,), generator=g).tolist(), torch.randint(0, 64, (6,), generator=g).tolist()
+    press = method_press({"evict": name, "budget": 40}, 60)
+    with pytest.raises(ValueError, match="sliding-window"):
+        continuation_nll(model, context, target, press=press)
+    if name in ("ems", "streaming"):  # our presses, kvpress's way
+        with pytest.raises(ValueError, match="sliding-window"), press(model):
+            pass
+    assert torch.isfinite(continuation_nll(model, context, target)[0]).all()  # no press: the plain model runs

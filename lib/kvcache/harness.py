@@ -63,10 +63,27 @@ def _cache_position(module, args, kwargs):
     return args, kwargs
 
 
+def _full_attention_only(model) -> None:
+    """Refuse a model with sliding-window layers (``layer_types`` other than full attention, or
+    a ``sliding_window`` where the config has no layer types, as Mistral): kvpress's hooks
+    compress every layer of a causal LM (they skip Gemma-3's sliding layers only in
+    ``Gemma3ForConditionalGeneration``), and a sliding layer's mask indexes its cache by
+    position, which a compressed cache no longer is."""
+    config = model.config
+    types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    sliding = sorted({t for t in types if t != "full_attention"}) if types else []
+    if sliding or (not types and window is not None):
+        raise ValueError(f"a press cannot compress sliding-window attention: {type(model).__name__} has "
+                         f"sliding_window={window}, layer types {sliding or 'unset'}, and the press would "
+                         "compress those layers too, whose masks index the cache by position. Use a model "
+                         "whose layers all attend in full (e.g. smollm2-135m), or no press")
+
+
 @contextlib.contextmanager
 def cache_positions(model):
     """Supply the ``cache_position`` keyword that kvpress 0.5.5's hooks read and transformers
-    5.x no longer passes to attention layers. Our presses do this themselves (their
+    5.x no longer passes to attention layers; refuse sliding-window models (``_full_attention_only``). Our presses do this themselves (their
     ``__call__``); wrap kvpress's own presses, wrappers (``ComposedPress``) and pipeline::
 
         with cache_positions(model), SnapKVPress(0.5)(model):
@@ -74,6 +91,7 @@ def cache_positions(model):
         with cache_positions(model):
             pipe(context, question=question, press=SnapKVPress(0.5))
     """
+    _full_attention_only(model)
     hooks = [m.register_forward_pre_hook(_cache_position, with_kwargs=True) for m in attention_layers(model)]
     try:
         yield
