@@ -407,3 +407,42 @@ def test_a_press_on_sliding_window_layers_is_refused(name):
         with pytest.raises(ValueError, match="sliding-window"), press(model):
             pass
     assert torch.isfinite(continuation_nll(model, context, target)[0]).all()  # no press: the plain model runs
+
+
+def test_essay_items_split_the_original_prompt_at_the_question():
+    """The needle test on the essays: context + question is needle_prompt's prompt exactly,
+    the needle inside the context (compressed), the question after it (not compressed, as
+    kvpress's pipeline treats it); scored by found_needle."""
+    from tokenworks import benchmarks
+    from tokenworks.kvcache import answered, essay_items
+    _, tok = micro()
+    items = essay_items(tok, [300, 500], [0.0, 0.5, 1.0])
+    assert [(it["context_tokens"], it["depth"]) for it in items] == [(c, d) for c in (300, 500) for d in (0.0, 0.5, 1.0)]
+    for it in items:
+        prompt = benchmarks.needle_prompt(tok, it["context_tokens"], it["depth"])
+        assert it["context"] + it["question"] == prompt["ids"]
+        assert it["needle_end"] == prompt["needle_end"] <= len(it["context"])
+        assert benchmarks.QUESTION in tok.decode(it["question"]) and benchmarks.QUESTION not in tok.decode(it["context"])
+        assert it["max_new_tokens"] == 24
+    assert answered("Eat a sandwich in Dolores Park.", items[0]) and not answered("a sandwich", items[0])
+    with pytest.raises(ValueError, match="depth"):
+        essay_items(tok, [300], [1.5])
+    with pytest.raises(ValueError, match="context"):
+        essay_items(tok, [], [0.5])
+
+
+def test_essay_needle_rows_score_the_answer_with_found_needle(monkeypatch):
+    """needle_rows on essay items: the question is fed after the compressed context, and a row's
+    ok is found_needle of the decoded answer (here forced to the needle's key phrases)."""
+    from tokenworks.kvcache import essay_items, tasks
+    model, tok = micro()
+    items = essay_items(tok, [200], [0.5])
+    seen = []
+
+    def fake_greedy(model, context, question, max_new_tokens, press, query_aware):
+        seen.append((len(context), len(question), max_new_tokens, query_aware))
+        return tok("sandwich, dolores park", add_special_tokens=False)["input_ids"]
+    monkeypatch.setattr(tasks, "greedy_after", fake_greedy)
+    rows = needle_rows(model, tok, items, {"full": {}, "knorm 8": {"evict": "knorm", "budget": 8}})
+    assert [r["ok"] for r in rows] == [True, True] and rows[1]["context_target"] == 200
+    assert seen == [(len(items[0]["context"]), len(items[0]["question"]), 24, False)] * 2
