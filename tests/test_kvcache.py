@@ -446,3 +446,32 @@ def test_essay_needle_rows_score_the_answer_with_found_needle(monkeypatch):
     rows = needle_rows(model, tok, items, {"full": {}, "knorm 8": {"evict": "knorm", "budget": 8}})
     assert [r["ok"] for r in rows] == [True, True] and rows[1]["context_target"] == 200
     assert seen == [(len(items[0]["context"]), len(items[0]["question"]), 24, False)] * 2
+
+
+
+@pytest.mark.parametrize("name", ["ems", "adakv"])
+def test_a_long_chunk_after_ragged_heads_scores_as_token_by_token_decoding(name):
+    """kvpress masks a ragged press's (EMS's, AdaKV's) evicted entries with one fake key per KV
+    head that every query of the chunk must miss; for a chunk of many queries (here the essay
+    test's question, fed after the compressed context) none may exist, and kvpress raised
+    'Could not find fake keys'. The harness feeds such chunks one token at a time: the scores
+    of token-by-token decoding."""
+    from tokenworks.kvcache import essay_items
+    model, tok = micro()
+    item = essay_items(tok, [512], [0.5])[0]
+    context, question, n = item["context"], item["question"], len(item["context"])
+    press = lambda: method_press({"evict": name, "budget": 40, "window_size": 16}, n)
+    nll, _ = continuation_nll(model, context, question, press=press())
+    ref, _ = token_by_token_nll(model, context, question, press())
+    assert torch.allclose(nll, ref, atol=1e-9)
+    out = greedy_after(model, context, question, press=press(), max_new_tokens=3)
+    cache, expect = DynamicCache(), []  # reference: prefill under the press, then one token at a time
+    with torch.no_grad():
+        with press_on(model, press()):
+            model(torch.tensor([context]), past_key_values=cache)
+        for i in range(len(question) + 2):
+            t = question[i] if i < len(question) else expect[-1]
+            logits = model(torch.tensor([[t]]), past_key_values=cache, position_ids=torch.tensor([[n + i]])).logits[0, -1]
+            if i >= len(question) - 1:
+                expect.append(int(logits.argmax()))
+    assert out == expect
