@@ -380,3 +380,98 @@ def test_kvpress_presses_run_the_kvpress_way_with_cache_positions():
     assert kv_bytes(kvpress_way) == kv_bytes(harness) == config.num_hidden_layers * config.num_key_value_heads * 30 * 2 * config.head_dim * 8
     assert all(torch.equal(a.keys, b.keys) for a, b in zip(kvpress_way.layers, harness.layers))
     assert [(len(a._forward_pre_hooks), len(a._forward_hooks)) for a in attention_layers(model)] == hooks
+
+
+def tiny_gemma3():
+    """A randomly initialised six-layer Gemma3ForCausalLM (five sliding-window layers of 16, then
+    a global one, as load("gemma3-270m") interleaves them), no download."""
+    import transformers
+    config = transformers.Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16)
+    torch.manual_seed(0)
+    return transformers.Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("name", ["ems", "streaming", "snapkv", "knorm"])
+def test_a_press_on_sliding_window_layers_is_refused(name):
+    """kvpress hooks every layer of a Gemma3ForCausalLM (it skips sliding layers only for
+    Gemma3ForConditionalGeneration); a sliding layer's mask indexes its cache by position, which a
+    press breaks, and EMS and Knorm ran silently on it. Every way of running a press says so."""
+    model = tiny_gemma3()
+    g = torch.Generator().manual_seed(0)
+    context, target = torch.randint(0, 64, (60,), generator=g).tolist(), torch.randint(0, 64, (6,), generator=g).tolist()
+    press = method_press({"evict": name, "budget": 40}, 60)
+    with pytest.raises(ValueError, match="sliding-window"):
+        continuation_nll(model, context, target, press=press)
+    if name in ("ems", "streaming"):  # our presses, kvpress's way
+        with pytest.raises(ValueError, match="sliding-window"), press(model):
+            pass
+    assert torch.isfinite(continuation_nll(model, context, target)[0]).all()  # no press: the plain model runs
+
+
+def test_essay_items_split_the_original_prompt_at_the_question():
+    """The needle test on the essays: context + question is needle_prompt's prompt exactly,
+    the needle inside the context (compressed), the question after it (not compressed, as
+    kvpress's pipeline treats it); scored by found_needle."""
+    from tokenworks import benchmarks
+    from tokenworks.kvcache import answered, essay_items
+    _, tok = micro()
+    items = essay_items(tok, [300, 500], [0.0, 0.5, 1.0])
+    assert [(it["context_tokens"], it["depth"]) for it in items] == [(c, d) for c in (300, 500) for d in (0.0, 0.5, 1.0)]
+    for it in items:
+        prompt = benchmarks.needle_prompt(tok, it["context_tokens"], it["depth"])
+        assert it["context"] + it["question"] == prompt["ids"]
+        assert it["needle_end"] == prompt["needle_end"] <= len(it["context"])
+        assert benchmarks.QUESTION in tok.decode(it["question"]) and benchmarks.QUESTION not in tok.decode(it["context"])
+        assert it["max_new_tokens"] == 24
+    assert answered("Eat a sandwich in Dolores Park.", items[0]) and not answered("a sandwich", items[0])
+    with pytest.raises(ValueError, match="depth"):
+        essay_items(tok, [300], [1.5])
+    with pytest.raises(ValueError, match="context"):
+        essay_items(tok, [], [0.5])
+
+
+def test_essay_needle_rows_score_the_answer_with_found_needle(monkeypatch):
+    """needle_rows on essay items: the question is fed after the compressed context, and a row's
+    ok is found_needle of the decoded answer (here forced to the needle's key phrases)."""
+    from tokenworks.kvcache import essay_items, tasks
+    model, tok = micro()
+    items = essay_items(tok, [200], [0.5])
+    seen = []
+
+    def fake_greedy(model, context, question, max_new_tokens, press, query_aware):
+        seen.append((len(context), len(question), max_new_tokens, query_aware))
+        return tok("sandwich, dolores park", add_special_tokens=False)["input_ids"]
+    monkeypatch.setattr(tasks, "greedy_after", fake_greedy)
+    rows = needle_rows(model, tok, items, {"full": {}, "knorm 8": {"evict": "knorm", "budget": 8}})
+    assert [r["ok"] for r in rows] == [True, True] and rows[1]["context_target"] == 200
+    assert seen == [(len(items[0]["context"]), len(items[0]["question"]), 24, False)] * 2
+
+
+
+@pytest.mark.parametrize("name", ["ems", "adakv"])
+def test_a_long_chunk_after_ragged_heads_scores_as_token_by_token_decoding(name):
+    """kvpress masks a ragged press's (EMS's, AdaKV's) evicted entries with one fake key per KV
+    head that every query of the chunk must miss; for a chunk of many queries (here the essay
+    test's question, fed after the compressed context) none may exist, and kvpress raised
+    'Could not find fake keys'. The harness feeds such chunks one token at a time: the scores
+    of token-by-token decoding."""
+    from tokenworks.kvcache import essay_items
+    model, tok = micro()
+    item = essay_items(tok, [512], [0.5])[0]
+    context, question, n = item["context"], item["question"], len(item["context"])
+    press = lambda: method_press({"evict": name, "budget": 40, "window_size": 16}, n)
+    nll, _ = continuation_nll(model, context, question, press=press())
+    ref, _ = token_by_token_nll(model, context, question, press())
+    assert torch.allclose(nll, ref, atol=1e-9)
+    out = greedy_after(model, context, question, press=press(), max_new_tokens=3)
+    cache, expect = DynamicCache(), []  # reference: prefill under the press, then one token at a time
+    with torch.no_grad():
+        with press_on(model, press()):
+            model(torch.tensor([context]), past_key_values=cache)
+        for i in range(len(question) + 2):
+            t = question[i] if i < len(question) else expect[-1]
+            logits = model(torch.tensor([[t]]), past_key_values=cache, position_ids=torch.tensor([[n + i]])).logits[0, -1]
+            if i >= len(question) - 1:
+                expect.append(int(logits.argmax()))
+    assert out == expect

@@ -10,13 +10,13 @@
 ...     model(context_ids, past_key_values=cache)
 
 Methods: ``harness`` (running presses), ``streamingllm``, ``ems``, ``tokenselect``.
-Experiments: ``tasks`` (needles, key-value retrieval, hub data sets, rows), ``plots``.
+Experiments: ``tasks`` (the essay needle test, code needles, key-value retrieval, hub data sets, rows), ``plots``.
 """
 from tokenworks.kvcache.ems import EMSPress
 from tokenworks.kvcache.harness import (PRESSES, attention_layers, cache_positions, continuation_nll, greedy_after,
                                         kv_bytes, method_press, press_on, selecting)
 from tokenworks.kvcache.streamingllm import StreamingLLMPress, recompute_nll, rerotate, stream_nll
-from tokenworks.kvcache.tasks import (answered, hub_items, kv_items, needle_items, needle_rows,
+from tokenworks.kvcache.tasks import (answered, essay_items, hub_items, kv_items, needle_items, needle_rows,
                                       perplexity_rows)
 
 
@@ -29,5 +29,5 @@ def __getattr__(name):  # TokenSelect imports Triton: loaded on first use
 
 __all__ = ["EMSPress", "StreamingLLMPress", "PRESSES", "attention_layers", "cache_positions", "continuation_nll",
            "greedy_after", "kv_bytes", "method_press", "press_on", "selecting", "recompute_nll",
-           "rerotate", "stream_nll", "answered", "hub_items", "kv_items", "needle_items",
+           "rerotate", "stream_nll", "answered", "essay_items", "hub_items", "kv_items", "needle_items",
            "needle_rows", "perplexity_rows", "token_select", "TokenSelectState"]

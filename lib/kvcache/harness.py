@@ -63,10 +63,27 @@ def _cache_position(module, args, kwargs):
     return args, kwargs
 
 
+def _full_attention_only(model) -> None:
+    """Refuse a model with sliding-window layers (``layer_types`` other than full attention, or
+    a ``sliding_window`` where the config has no layer types, as Mistral): kvpress's hooks
+    compress every layer of a causal LM (they skip Gemma-3's sliding layers only in
+    ``Gemma3ForConditionalGeneration``), and a sliding layer's mask indexes its cache by
+    position, which a compressed cache no longer is."""
+    config = model.config
+    types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    sliding = sorted({t for t in types if t != "full_attention"}) if types else []
+    if sliding or (not types and window is not None):
+        raise ValueError(f"a press cannot compress sliding-window attention: {type(model).__name__} has "
+                         f"sliding_window={window}, layer types {sliding or 'unset'}, and the press would "
+                         "compress those layers too, whose masks index the cache by position. Use a model "
+                         "whose layers all attend in full (e.g. smollm2-135m), or no press")
+
+
 @contextlib.contextmanager
 def cache_positions(model):
     """Supply the ``cache_position`` keyword that kvpress 0.5.5's hooks read and transformers
-    5.x no longer passes to attention layers. Our presses do this themselves (their
+    5.x no longer passes to attention layers; refuse sliding-window models (``_full_attention_only``). Our presses do this themselves (their
     ``__call__``); wrap kvpress's own presses, wrappers (``ComposedPress``) and pipeline::
 
         with cache_positions(model), SnapKVPress(0.5)(model):
@@ -74,6 +91,7 @@ def cache_positions(model):
         with cache_positions(model):
             pipe(context, question=question, press=SnapKVPress(0.5))
     """
+    _full_attention_only(model)
     hooks = [m.register_forward_pre_hook(_cache_position, with_kwargs=True) for m in attention_layers(model)]
     try:
         yield
@@ -178,6 +196,25 @@ def _equal_lengths(model, cache: DynamicCache) -> None:
         attn.masked_key_indices = (b, h, s) if old is None else tuple(torch.cat(p) for p in zip(old, (b, h, s)))
 
 
+def _forward(model, cache: DynamicCache, ids: list[int], start: int) -> torch.Tensor:
+    """Logits [len(ids), V] of ``ids`` fed after ``cache`` at their true positions from
+    ``start``: in one forward, or one token at a time where a press left masked entries
+    (``masked_key_indices``: EMS's and AdaKV's ragged heads, ``_equal_lengths``'s padding).
+    kvpress's fake-key patch needs one key per KV head that every query of the chunk misses,
+    which a chunk of many queries may not have (kvpress: "Could not find fake keys"); for one
+    token's queries it does. Both ways give the same scores."""
+    device = next(model.parameters()).device
+    masked = any(getattr(attn, "masked_key_indices", None) is not None for attn in attention_layers(model))
+    step = 1 if masked else len(ids)
+    logits = []
+    for i in range(0, len(ids), step):
+        chunk = ids[i:i + step]
+        positions = torch.arange(start + i, start + i + len(chunk), device=device)[None]
+        logits.append(model(torch.tensor([chunk], device=device), past_key_values=cache,
+                            position_ids=positions).logits[0])
+    return torch.cat(logits)
+
+
 def kv_bytes(cache: DynamicCache) -> int:
     """Bytes of keys and values the cache holds, over all layers."""
     return sum(t.numel() * t.element_size() for layer in cache.layers
@@ -195,9 +232,7 @@ def continuation_nll(model, context: list[int], target: list[int], press=None) -
     cache, first, held = _prefill(model, context, press)
     logits = [first[None]]
     if len(target) > 1:
-        positions = torch.arange(len(context), len(context) + len(target) - 1, device=device)[None]
-        logits.append(model(torch.tensor([target[:-1]], device=device), past_key_values=cache,
-                            position_ids=positions).logits[0])
+        logits.append(_forward(model, cache, target[:-1], len(context)))
     logp = torch.log_softmax(torch.cat(logits).double(), -1)
     return -logp.gather(1, torch.tensor(target, device=device)[:, None])[:, 0].cpu(), held
 
@@ -212,21 +247,16 @@ def greedy_after(model, context: list[int], question: list[int], press=None,
     (``tokenworks.ids.as_ids``). Returns the new ids."""
     context, question = as_ids(context, model, name="context"), as_ids(question, model, name="question")
     check_count("max_new_tokens", max_new_tokens)
-    device = next(model.parameters()).device
     if query_aware:
         cache, logits, _ = _prefill(model, context + question, press)
-        feed, at = [int(logits.argmax())], len(context) + len(question)
-        out = feed[:]
     else:
         cache, _, _ = _prefill(model, context, press)
-        feed, at, out = question, len(context), []
+        logits = _forward(model, cache, question, len(context))[-1]
+    at, out = len(context) + len(question), [int(logits.argmax())]
     while len(out) < max_new_tokens:
-        positions = torch.arange(at, at + len(feed), device=device)[None]
-        logits = model(torch.tensor([feed], device=device), past_key_values=cache,
-                       position_ids=positions).logits[0, -1]
-        at += len(feed)
-        feed = [int(logits.argmax())]
-        out += feed
+        logits = _forward(model, cache, out[-1:], at)[-1]
+        at += 1
+        out.append(int(logits.argmax()))
     return out
 
 

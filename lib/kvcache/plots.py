@@ -6,18 +6,21 @@ import matplotlib.pyplot as plt
 from tokenworks.style import log_ticks, mean_or_nan
 
 
-def _needle_heatmaps(record: dict, names: list[str], ncols: int):
-    """Needle accuracy over context length x depth, one heatmap per method in ``names``."""
+def _needle_heatmaps(record: dict, names: list[str], ncols: int, key: str = "needles",
+                     haystack: str = "a haystack of code"):
+    """Needle accuracy over context length x depth, one heatmap per method in ``names``, from
+    the rows ``record["metrics"][key]``."""
     m = record["metrics"]
-    contexts = sorted({r["context_target"] for r in m["needles"]})
-    depths = sorted({r["depth"] for r in m["needles"]})
+    rows = m[key]
+    contexts = sorted({r["context_target"] for r in rows})
+    depths = sorted({r["depth"] for r in rows})
     nrows = -(-len(names) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.2 * nrows + 0.4), dpi=110, squeeze=False,
                              layout="constrained")
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
-        grid = [[mean_or_nan(r["ok"] for r in m["needles"] if r["method"] == name and r["context_target"] == c
+        grid = [[mean_or_nan(r["ok"] for r in rows if r["method"] == name and r["context_target"] == c
                        and r["depth"] == d) for c in contexts] for d in depths]
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
         for i, row in enumerate(grid):
@@ -27,8 +30,16 @@ def _needle_heatmaps(record: dict, names: list[str], ncols: int):
         ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths], fontsize=8)
         ax.set(xlabel="context (tokens)", ylabel="needle depth", title=name)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="retrieved")
-    fig.suptitle(f"needle in a haystack of code, {m['model']}, {record['provenance']['device']}", fontsize=9)
+    fig.suptitle(f"needle in {haystack}, {m['model']}, {record['provenance']['device']}", fontsize=9)
     return fig
+
+
+def essay_needle(record: dict, ncols: int = 5):
+    """The original needle test on the essays: retrieval over context length x depth, one
+    heatmap per method of ``record["metrics"]["essay_methods"]``, as the EMS and TokenSelect
+    papers plot it."""
+    return _needle_heatmaps(record, record["metrics"]["essay_methods"], ncols, key="essay",
+                            haystack="Paul Graham's essays")
 
 
 def tokenselect_needle(record: dict):

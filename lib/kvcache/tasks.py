@@ -1,16 +1,44 @@
-"""Long-context tasks for the KV-cache harness (issue 3), generated offline and
-deterministically from held-out code, or read from a hub data set: (b) needles in a haystack,
-(c) key-value retrieval and threads, and any data set in kvpress's long-context format.
-Each item is ``{"context", "question", "answer" (or "answers"), "depth", ...}`` for
-``tokenworks.kvcache.needle_rows``; ``answered`` scores a decoded answer."""
+"""Long-context tasks for the KV-cache harness (issues 3 and 14), generated offline and
+deterministically: the original needle test on Paul Graham's essays (``essay_items``), needles
+in held-out code (``needle_items``), key-value retrieval and threads (``kv_items``), and any
+data set in kvpress's long-context format (``hub_items``, online). Each item is ``{"context",
+"question", "answer" (or "answers"), "depth", ...}`` for ``tokenworks.kvcache.needle_rows``;
+``answered`` scores a decoded answer."""
 from __future__ import annotations
 
 import random
 
 from tqdm import tqdm
 
+from tokenworks.benchmarks import found_needle, needle_prompt
 from tokenworks.kvcache.harness import continuation_nll, greedy_after, method_press, selecting
 from tokenworks.models.zoo import filler_lines
+
+
+ESSAY_ANSWER_TOKENS = 24  # a short greedy answer, enough for the needle's sentence
+
+
+def essay_items(tokenizer, contexts: list[int], depths: list[float]) -> list[dict]:
+    """The original Needle-in-a-Haystack test (Kamradt, 2023) for ``needle_rows``: one item per
+    (context length, depth), in that order, from ``tokenworks.benchmarks.needle_prompt`` (its
+    prompt of exactly ``context`` tokens, the needle sentence in the essays at ``depth``). The
+    prompt is split where the question begins: ``context`` (instructions, essays and needle) is
+    what a press compresses, ``question`` (the question and, for chat models, the assistant's
+    turn) is fed after it uncompressed, as kvpress's pipeline treats the question. Answers are
+    ``ESSAY_ANSWER_TOKENS`` greedy tokens, scored by ``found_needle`` (``answered``)."""
+    if not contexts or not depths:
+        raise ValueError(f"need at least one context length and one depth; got contexts {contexts}, depths {depths}")
+    items = []
+    for n in contexts:
+        # the question is the same at every depth: at depth 1 it starts right after the needle
+        question_start = needle_prompt(tokenizer, n, 1.0)["needle_end"]
+        for depth in depths:
+            prompt = needle_prompt(tokenizer, n, depth)
+            ids = prompt["ids"]
+            items.append({"task": "essay", "depth": depth, "context_tokens": n, "context": ids[:question_start],
+                          "question": ids[question_start:], "needle_start": prompt["needle_start"],
+                          "needle_end": prompt["needle_end"], "max_new_tokens": ESSAY_ANSWER_TOKENS})
+    return items
 
 
 def needle_items(texts: list[str], tokenizer, context_tokens: int, depths: list[float],
@@ -77,8 +105,11 @@ def kv_items(texts: list[str], tokenizer, context_tokens: int, hops: int, n: int
 
 
 def answered(text: str, item: dict) -> bool:
-    """Our items: the output starts with the answer. Hub items (``answers``): every reference
-    occurs in the output, ignoring case (RULER's ``string_match_all``, as kvpress scores it)."""
+    """Essay items: the output holds the needle's key phrases (``found_needle``). Our code items:
+    the output starts with the answer. Hub items (``answers``): every reference occurs in the
+    output, ignoring case (RULER's ``string_match_all``, as kvpress scores it)."""
+    if item.get("task") == "essay":
+        return found_needle(text)
     if "answers" in item:
         return all(a.lower() in text.lower() for a in item["answers"])
     return text.startswith(item["answer"])
@@ -128,8 +159,8 @@ def _selection(state) -> dict:
 
 def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict],
                 query_aware: bool = False) -> list[dict]:
-    """Greedy answers to ``needle_items`` under every method spec (see ``method_press``,
-    ``selecting``); one row per (item, method) with ``ok`` and, for TokenSelect, the share of
+    """Greedy answers to ``essay_items``, ``needle_items``, ``kv_items`` or ``hub_items`` under
+    every method spec (see ``method_press``, ``selecting``); one row per (item, method) with ``ok`` and, for TokenSelect, the share of
     the visible cache that the question's and answer's queries read and of their selections
     that were reused (``_selection``)."""
     rows = []
