@@ -140,7 +140,7 @@ def _token_fill(lm: ByteLM, context: tuple, prompt: bytes, heal: bool, max_new_b
     """Token-level greedy middle of at most ``max_new_bytes`` (bytes, model calls). ``heal``:
     token healing as in Guidance and ``transformers``' ``token_healing``: drop the prompt's
     last token and constrain the first new token to start with its bytes."""
-    ids = [lm.eos, *context, *lm.tokenizer(prompt.decode(), add_special_tokens=False)["input_ids"]]
+    ids = [lm.start, *context, *lm.tokenizer(prompt.decode(), add_special_tokens=False)["input_ids"]]
     removed = lm.token_bytes[ids.pop()] if heal and prompt else b""
     allowed = [s for s, b in lm.token_bytes.items() if b.startswith(removed)] if removed else None
     cache, x, out, calls = DynamicCache(), ids, b"", 0
@@ -153,6 +153,65 @@ def _token_fill(lm: ByteLM, context: tuple, prompt: bytes, heal: bool, max_new_b
             break
         out, x, allowed = out + lm.token_bytes.get(token, b""), [token], None
     return out[len(removed):len(removed) + max_new_bytes], calls
+
+
+def humaneval_items(problems, tokenizer, n: int, seed: int = 0, cut: tuple[int, int] = (1, 40)) -> list[dict]:
+    """``n`` HumanEval completion items whose prompt ends inside a token (the paper's setting):
+    the problem's prompt plus the first ``k`` bytes of its canonical solution, ``k`` drawn
+    from ``cut`` and landing strictly inside a token of the canonical encoding of prompt +
+    solution; ``target`` is the rest of the solution. Items follow a seeded shuffle of
+    ``problems``."""
+    if n < 1 or not 1 <= cut[0] <= cut[1]:
+        raise ValueError(f"need n >= 1 and 1 <= cut[0] <= cut[1], got n={n}, cut={cut}")
+    rng, items = random.Random(seed), []
+    for problem in rng.sample(list(problems), len(problems)):
+        whole = problem["prompt"] + problem["canonical_solution"]
+        if not whole.isascii():
+            continue
+        enc = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
+        ends = {end for _, end in enc["offset_mapping"]}  # token boundaries (ASCII: bytes)
+        inside = [k for k in range(cut[0], min(cut[1], len(problem["canonical_solution"]) - 1) + 1)
+                  if len(problem["prompt"]) + k not in ends]
+        if inside:
+            k = rng.choice(inside)
+            items.append({"problem": problem, "prompt": whole[:len(problem["prompt"]) + k],
+                          "target": problem["canonical_solution"][k:]})
+        if len(items) == n:
+            return items
+    raise ValueError(f"only {len(items)} of {n} HumanEval items cut inside a token; ask for fewer")
+
+
+def complete_humaneval(method: str, item: dict, lm: ByteLM, max_new_bytes: int = 256,
+                       timeout: float = 5.0) -> dict:
+    """Complete ``item``'s cut prompt with ``method`` (token, healing or byte greedy) for at
+    most ``max_new_bytes``, cut at the function's end (the first line that starts without
+    indentation); pass@1 through HumanEval's harness (``tokenworks.benchmarks.passes``) and
+    edit similarity to the rest of the canonical solution."""
+    from tokenworks.benchmarks import passes
+
+    prompt = item["prompt"].encode()
+    start, calls = time.perf_counter(), lm.calls
+    if method in ("token", "healing"):
+        new, calls = _token_fill(lm, (), prompt, heal=method == "healing", max_new_bytes=max_new_bytes)
+    elif method == "byte":
+        new = lm.generate(prompt, max_new_bytes)
+        calls = lm.calls - calls
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of ('token', 'healing', 'byte')")
+    text = function_end(new.decode("utf-8", errors="replace"))
+    completion = item["prompt"][len(item["problem"]["prompt"]):] + text
+    return {"completion": text, "passed": passes(item["problem"], completion, timeout),
+            "edit_similarity": edit_similarity(text, item["target"]), "bytes": len(new),
+            "calls": calls, "seconds": time.perf_counter() - start}
+
+
+def function_end(text: str) -> str:
+    """``text`` up to its first line that starts with a non-space character (the body ends)."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines[1:], 1):
+        if line[:1].strip():
+            return "\n".join(lines[:i]) + "\n"
+    return text
 
 
 def edit_similarity(a: str, b: str) -> float:
