@@ -176,9 +176,15 @@ def test_humaneval_completion_scores_and_function_end():
     from tokenworks.benchmarks import humaneval
     lm = ByteLM(*micro())
     item = ev.humaneval_items(humaneval()[:20], lm.tokenizer, n=1, seed=0)[0]
+    rows = []
     for method in ("token", "healing", "byte"):
         row = ev.complete_humaneval(method, item, lm, max_new_bytes=8)
         assert row["bytes"] <= 8 and isinstance(row["passed"], bool) and 0 <= row["edit_similarity"] <= 1
+        rows.append({"method": method, **row})
+    summary = ev.summarize_humaneval(rows + [{**rows[0], "passed": True, "edit_similarity": 1.0}])
+    assert [r["method"] for r in summary] == ["token", "healing", "byte"]
+    assert summary[0]["n"] == 2 and summary[0]["pass_at_1"] == (1 + rows[0]["passed"]) / 2
+    assert summary[0]["edit_similarity"] == pytest.approx((1 + rows[0]["edit_similarity"]) / 2)
     assert ev.function_end("  x\n  y\nprint(1)\n") == "  x\n  y\n"
     with pytest.raises(ValueError, match="unknown method"):
         ev.complete_humaneval("fim", item, lm)
