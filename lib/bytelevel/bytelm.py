@@ -136,9 +136,10 @@ class ByteLM:
             b = None if i in special else piece_bytes(piece, kind)
             if b:
                 self.token_bytes[i] = b
-        first = torch.tensor([b[0] for b in self.token_bytes.values()])
-        ids = torch.tensor(list(self.token_bytes))
-        self._by_first_byte = {b: ids[first == b] for b in first.unique().tolist()}  # byte -> ids
+        self._first_bytes = torch.tensor([b[0] for b in self.token_bytes.values()])  # [tokens]
+        self._ids = torch.tensor(list(self.token_bytes))  # [tokens]
+        self._by_first_byte = {b: self._ids[self._first_bytes == b]  # byte -> ids
+                               for b in self._first_bytes.unique().tolist()}
         self._starting_with = {b: v.tolist() for b, v in self._by_first_byte.items()}
         self.device = next(model.parameters()).device
         pre = spec.get("pre_tokenizer") or {}
@@ -379,22 +380,27 @@ class ByteLM:
         if not covers:
             raise ValueError(f"no valid tokenization covers {prefix!r} (a character the tokenizer "
                              "splits across tokens? see the module docstring)")
-        terms: list[list[torch.Tensor]] = [[] for _ in range(257)]  # log-masses per next byte
-        scores = [torch.tensor(self.sequence_logprob(t, context, start), dtype=torch.float64)
-                  for t, _ in covers]
-        for (t, last), logp in zip(covers, scores):
-            if last is not None:  # pass: the last token already fixes the next byte
-                terms[self.token_bytes[t[-1]][n - last]].append(logp[None])
-                continue
-            nxt = self.next_token_logprobs(t, context)  # branch: next tokens by first byte
-            for b, members in self._by_first_byte.items():
-                terms[b].append(logp + nxt[members])
-            terms[END].append((logp + nxt[self.eos])[None])
-        total = torch.logsumexp(torch.stack(scores), 0)
+        terms: list[torch.Tensor] = []  # log-masses, with their next bytes in ``events``
+        events: list[torch.Tensor] = []
+        passing: dict[tuple, list[int]] = {}  # (tokens before the last, where it starts) -> last tokens
+        for t, last in covers:
+            if last is None:  # branch: next tokens by first byte, and the end of text
+                logp = self.sequence_logprob(t, context, start)
+                nxt = self.next_token_logprobs(t, context)
+                terms += [logp + nxt[self._ids], logp + nxt[self.eos][None]]
+                events += [self._first_bytes, torch.tensor([END])]
+            else:
+                passing.setdefault((t[:-1], last), []).append(t[-1])
+        for (parent, last), ss in passing.items():  # pass: the last token fixes the next byte
+            # one parent often has thousands (every token starting with a space): score them at once
+            logp = self.sequence_logprob(parent, context, start)
+            terms.append(logp + self.next_token_logprobs(parent, context)[torch.tensor(ss)])
+            events.append(torch.tensor([self.token_bytes[s][n - last] for s in ss]))
+        terms_, events_ = torch.cat(terms), torch.cat(events)
+        total = torch.logsumexp(terms_, 0)  # log P(x): every cover element's mass, once
         out = torch.full((257,), -math.inf, dtype=torch.float64)
-        for b, parts in enumerate(terms):
-            if parts:
-                out[b] = torch.logsumexp(torch.cat(parts), 0)
+        for b in events_.unique().tolist():
+            out[b] = torch.logsumexp(terms_[events_ == b], 0)
         return out - total  # sums to 1 exactly when pass + branch account for P(x)
 
     def generate(self, prompt: bytes | str, max_new_bytes: int = 64, temperature: float = 0.0,
