@@ -188,3 +188,21 @@ def test_humaneval_completion_scores_and_function_end():
     assert ev.function_end("  x\n  y\nprint(1)\n") == "  x\n  y\n"
     with pytest.raises(ValueError, match="unknown method"):
         ev.complete_humaneval("fim", item, lm)
+
+
+def test_humaneval_fim_items_remove_a_span_of_the_canonical_solution():
+    from tokenworks.benchmarks import humaneval
+    _, tok = micro()
+    items = ev.humaneval_fim_items(humaneval()[:30], tok, n=3, seed=2)
+    assert items == ev.humaneval_fim_items(humaneval()[:30], tok, n=3, seed=2)
+    for item in items:
+        p = item["problem"]
+        assert item["prefix"] + item["middle"] + item["suffix"] == p["prompt"] + p["canonical_solution"]
+        assert len(item["prefix"]) > len(p["prompt"]) and 4 <= len(item["middle"]) <= 40
+        ends = {e for _, e in tok(p["prompt"] + p["canonical_solution"], add_special_tokens=False,
+                                  return_offsets_mapping=True)["offset_mapping"]}
+        assert len(item["prefix"]) not in ends and len(item["prefix"]) + len(item["middle"]) not in ends
+    lm = code_members()[0]
+    rows = [{"item": 0, "format": "psm", "method": "token", **ev.fill("token", items[0], "psm", [lm])}]
+    assert isinstance(rows[0]["passed"], bool)
+    assert ev.summarize_fim(rows)[0]["pass_at_1"] == float(rows[0]["passed"])

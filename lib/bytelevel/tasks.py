@@ -67,22 +67,47 @@ def fim_items(texts: list[str], tokenizer, n: int, seed: int = 0,
     pool = (src for f in order for src in _shuffled(functions(texts[f]), rng))
     items = []
     for src in pool:
-        enc = tokenizer(src, add_special_tokens=False, return_offsets_mapping=True)
-        ends = {end for _, end in enc["offset_mapping"]}  # token boundaries (ASCII: bytes)
-        body = src.index("\n") + 1
-        for _ in range(20):
-            length = rng.randint(*span)
-            if body + 1 >= len(src) - length - 1:
-                break
-            a = rng.randint(body + 1, len(src) - length - 1)
-            b = a + length
-            if a not in ends and b not in ends and src[a:b].strip():
-                items.append({"prefix": src[:a], "middle": src[a:b], "suffix": src[b:]})
-                break
+        item = _cut(src, src.index("\n") + 1, tokenizer, rng, span)
+        items += [item] if item else []
         if len(items) == n:
             return items
     raise ValueError(f"only {len(items)} of {n} items found in {len(texts)} files; "
                      "give more text or ask for fewer")
+
+
+def humaneval_fim_items(problems, tokenizer, n: int, seed: int = 0,
+                        span: tuple[int, int] = (4, 40)) -> list[dict]:
+    """``n`` random-span infilling items from HumanEval (HumanEval-infilling's random-span
+    benchmark, Bavarian et al. 2022): the removed middle is a random contiguous substring of
+    ``span`` bytes of a problem's canonical solution, both ends strictly inside a token of the
+    canonical encoding of prompt + solution; prefix and suffix keep the rest. ``problem``:
+    the HumanEval problem, for its tests."""
+    if n < 1 or not 1 <= span[0] <= span[1]:
+        raise ValueError(f"need n >= 1 and 1 <= span[0] <= span[1], got n={n}, span={span}")
+    rng, items = random.Random(seed), []
+    for problem in rng.sample(list(problems), len(problems)):
+        src = problem["prompt"] + problem["canonical_solution"]
+        item = _cut(src, len(problem["prompt"]), tokenizer, rng, span) if src.isascii() else None
+        items += [{**item, "problem": problem}] if item else []
+        if len(items) == n:
+            return items
+    raise ValueError(f"only {len(items)} of {n} HumanEval items found; ask for fewer")
+
+
+def _cut(src: str, body: int, tokenizer, rng: random.Random, span: tuple[int, int]) -> dict | None:
+    """A span of ``src`` after offset ``body`` with both ends strictly inside a token and some
+    non-space character, as an item; None after 20 draws without one."""
+    ends = {end for _, end in tokenizer(src, add_special_tokens=False,
+                                        return_offsets_mapping=True)["offset_mapping"]}  # ASCII: bytes
+    for _ in range(20):
+        length = rng.randint(*span)
+        if body + 1 >= len(src) - length - 1:
+            return None
+        a = rng.randint(body + 1, len(src) - length - 1)
+        b = a + length
+        if a not in ends and b not in ends and src[a:b].strip():
+            return {"prefix": src[:a], "middle": src[a:b], "suffix": src[b:]}
+    return None
 
 
 def _shuffled(xs: list, rng: random.Random) -> list:
@@ -129,7 +154,13 @@ def fill(method: str, item: dict, fmt: str, lms: list[ByteLM]) -> dict:
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {ARMS}")
     text = middle.decode("utf-8", errors="replace")
+    passed = None
+    if "problem" in item:  # a HumanEval item: its tests, through the harness
+        from tokenworks.benchmarks import passes
+        whole = item["prefix"] + text + item["suffix"]
+        passed = passes(item["problem"], whole[len(item["problem"]["prompt"]):])
     return {"middle": text, "exact": text == item["middle"], "ended": len(middle) < max_new_bytes,
+            "passed": passed,
             "edit_similarity": edit_similarity(text, item["middle"]),
             "compiles": compiles(item["prefix"] + text + item["suffix"]),
             "bytes": len(middle), "calls": calls, "seconds": time.perf_counter() - start}
@@ -267,6 +298,8 @@ def summarize_fim(rows: list[dict]) -> list[dict]:
                     "exact": sum(r["exact"] for r in rs) / len(rs),
                     "edit_similarity": sum(edit) / len(rs), "edit_low": low, "edit_high": high,
                     "compiles": sum(r["compiles"] for r in rs) / len(rs),
+                    "pass_at_1": (sum(r["passed"] for r in rs) / len(rs)
+                                  if all(r.get("passed") is not None for r in rs) else None),
                     "ended": sum(r["ended"] for r in rs) / len(rs),
                     "calls_per_byte": sum(r["calls"] for r in rs) / n_bytes,
                     "seconds_per_byte": sum(r["seconds"] for r in rs) / n_bytes})
