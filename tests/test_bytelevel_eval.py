@@ -154,3 +154,55 @@ def test_genlm_peer_distributions_are_normalised():
     assert math.isfinite(res["bpb_ours"]) and math.isfinite(res["bpb_genlm"])
     theirs, _ = ev.genlm_next_byte_logprobs(lm.model, lm.tokenizer, b"de", K=4)
     assert len(theirs) == 3 and all(abs(float(t.exp().sum()) - 1) < 1e-6 for t in theirs)
+
+
+def test_humaneval_items_end_inside_a_token_and_the_canonical_rest_passes():
+    from tokenworks.benchmarks import humaneval, passes
+    _, tok = micro()
+    items = ev.humaneval_items(humaneval()[:20], tok, n=3, seed=1)
+    assert items == ev.humaneval_items(humaneval()[:20], tok, n=3, seed=1)
+    for item in items:
+        p = item["problem"]
+        assert item["prompt"] + item["target"] == p["prompt"] + p["canonical_solution"]
+        ends = {e for _, e in tok(item["prompt"] + item["target"], add_special_tokens=False,
+                                  return_offsets_mapping=True)["offset_mapping"]}
+        assert len(item["prompt"]) not in ends and len(item["prompt"]) > len(p["prompt"])
+    assert passes(items[0]["problem"], items[0]["prompt"][len(items[0]["problem"]["prompt"]):] + items[0]["target"])
+    with pytest.raises(ValueError, match="n >= 1"):
+        ev.humaneval_items(humaneval(), tok, n=0)
+
+
+def test_humaneval_completion_scores_and_function_end():
+    from tokenworks.benchmarks import humaneval
+    lm = ByteLM(*micro())
+    item = ev.humaneval_items(humaneval()[:20], lm.tokenizer, n=1, seed=0)[0]
+    rows = []
+    for method in ("token", "healing", "byte"):
+        row = ev.complete_humaneval(method, item, lm, max_new_bytes=8)
+        assert row["bytes"] <= 8 and isinstance(row["passed"], bool) and 0 <= row["edit_similarity"] <= 1
+        rows.append({"method": method, **row})
+    summary = ev.summarize_humaneval(rows + [{**rows[0], "passed": True, "edit_similarity": 1.0}])
+    assert [r["method"] for r in summary] == ["token", "healing", "byte"]
+    assert summary[0]["n"] == 2 and summary[0]["pass_at_1"] == (1 + rows[0]["passed"]) / 2
+    assert summary[0]["edit_similarity"] == pytest.approx((1 + rows[0]["edit_similarity"]) / 2)
+    assert ev.function_end("  x\n  y\nprint(1)\n") == "  x\n  y\n"
+    with pytest.raises(ValueError, match="unknown method"):
+        ev.complete_humaneval("fim", item, lm)
+
+
+def test_humaneval_fim_items_remove_a_span_of_the_canonical_solution():
+    from tokenworks.benchmarks import humaneval
+    _, tok = micro()
+    items = ev.humaneval_fim_items(humaneval()[:30], tok, n=3, seed=2)
+    assert items == ev.humaneval_fim_items(humaneval()[:30], tok, n=3, seed=2)
+    for item in items:
+        p = item["problem"]
+        assert item["prefix"] + item["middle"] + item["suffix"] == p["prompt"] + p["canonical_solution"]
+        assert len(item["prefix"]) > len(p["prompt"]) and 4 <= len(item["middle"]) <= 40
+        ends = {e for _, e in tok(p["prompt"] + p["canonical_solution"], add_special_tokens=False,
+                                  return_offsets_mapping=True)["offset_mapping"]}
+        assert len(item["prefix"]) not in ends and len(item["prefix"]) + len(item["middle"]) not in ends
+    lm = code_members()[0]
+    rows = [{"item": 0, "format": "psm", "method": "token", **ev.fill("token", items[0], "psm", [lm])}]
+    assert isinstance(rows[0]["passed"], bool)
+    assert ev.summarize_fim(rows)[0]["pass_at_1"] == float(rows[0]["passed"])

@@ -1,4 +1,6 @@
-"""Exact next-byte probabilities from a token-level LM with a byte-level BPE tokenizer.
+"""Exact next-byte probabilities from a token-level LM with a byte-level BPE tokenizer
+(GPT-2, Llama-3, SmolLM2, the zoo's) or a SentencePiece byte-fallback BPE one (Gemma-3:
+``▁`` for a space, ``<0xNN>`` byte tokens; a token's bytes come from ``piece_bytes``).
 
 Phan et al., *Exact Byte-Level Probabilities from Tokenized Language Models for FIM-Tasks
 and Model Ensembles*, ICLR 2025 (arXiv 2410.09303), the Byte-Token Representation Lemma.
@@ -22,10 +24,14 @@ Definitions (bytes ``x``, token sequences ``t``; ``bytes(t)`` their concatenated
   (*branch*); the end of text is ``P(u) P(EOS | u)``.
 
 Deviations and limits: the check of ``t + (s,)`` re-encodes only the last pre-token chunk
-of ``t`` and ``s`` (GPT-2's split regex; other byte-level tokenizers re-encode everything),
+of ``t`` and ``s`` (GPT-2's split regex; for Gemma-3, whose vocabulary never mixes newlines
+with other bytes, the last run of newlines or of other text, since BPE never merges across
+that switch; other tokenizers re-encode everything),
 but it is still made for every vocabulary entry at every new prefix (one batched call of
 the Rust tokenizer); a valid prefix ending in whitespace is recognised by appending one of
-``PROBES``, which covers every non-space that does not merge with a preceding space; keys and values of ``EOS + context + head`` (the canonical tokens
+``PROBES``, which covers every non-space that does not merge with a preceding space; keys and values of ``start + context + head`` (``start``: the BOS the tokenizer prepends,
+Gemma-3's ``<bos>``, else EOS; the cache has no config, so Gemma-3's sliding-window layers
+keep every key and are masked to their window by the model) (the canonical tokens
 before the last pre-token chunk, shared by every cover element) are cached, so a model
 call runs only the few tokens after the head, and a byte step never re-runs the prefix
 (``calls`` counts model calls, ``positions`` the token positions they run); a sequence whose
@@ -39,6 +45,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 
 import torch
 from transformers import DynamicCache
@@ -60,6 +67,44 @@ def byte_decoder() -> dict[str, int]:
     return chars
 
 
+def tokenizer_kind(spec: dict) -> str:
+    """"byte-level" (a ByteLevel decoder: GPT-2, Llama-3, SmolLM2, the zoo's) or
+    "byte-fallback" (SentencePiece-style BPE: ``▁`` for a space, ``<0xNN>`` byte tokens, as
+    in Gemma and Llama-2) from a ``tokenizers`` spec; anything else is refused."""
+    decoder = spec.get("decoder") or {}
+    if decoder.get("type") == "ByteLevel":
+        return "byte-level"
+    steps = decoder.get("decoders") or []
+    replaces = [d for d in steps if d.get("type") == "Replace"]
+    if (spec.get("model") or {}).get("byte_fallback") and any(d.get("type") == "ByteFallback" for d in steps) \
+            and all(d["pattern"].get("String") == "\u2581" and d["content"] == " " for d in replaces) \
+            and not any(d.get("type") in ("Strip", "Metaspace") for d in steps):
+        return "byte-fallback"
+    raise ValueError("ByteLM supports byte-level BPE tokenizers (a ByteLevel decoder: GPT-2, "
+                     "Llama-3, SmolLM2, the zoo's) and SentencePiece byte-fallback BPE without a "
+                     "dummy prefix (Gemma-3); WordPiece, Unigram and prefix-stripping tokenizers "
+                     f"are not supported, and this one has decoder {decoder.get('type')!r}")
+
+
+FALLBACK = re.compile(r"<0x([0-9A-F]{2})>")
+
+
+def piece_bytes(piece: str, kind: str) -> bytes | None:
+    """The bytes a vocabulary piece stands for: byte-level pieces map each character through
+    ``byte_decoder``; byte-fallback pieces are ``<0xNN>`` (that byte) or text with ``▁`` for a
+    space. None for a piece outside the alphabet."""
+    if kind == "byte-level":
+        alphabet = _alphabet()
+        return bytes(alphabet[c] for c in piece) if all(c in alphabet for c in piece) else None
+    byte = FALLBACK.fullmatch(piece)
+    return bytes([int(byte[1], 16)]) if byte else piece.replace("\u2581", " ").encode("utf-8")
+
+
+@functools.cache
+def _alphabet() -> dict[str, int]:
+    return byte_decoder()
+
+
 def as_bytes(x: bytes | str, name: str) -> bytes:
     """``x`` as bytes (a str is UTF-8 encoded); anything else is a clear error."""
     if isinstance(x, str):
@@ -72,37 +117,50 @@ def as_bytes(x: bytes | str, name: str) -> bytes:
 class ByteLM:
     """``next_byte_logprobs(prefix)``: 257 log-probabilities (bytes 0-255, then the end)."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, start: int | None = None):
         spec = json.loads(tokenizer.backend_tokenizer.to_str())
-        if (spec.get("decoder") or {}).get("type") != "ByteLevel":
-            raise ValueError("ByteLM supports byte-level BPE tokenizers only (a ByteLevel "
-                             "decoder: GPT-2, Llama-3, Qwen and the zoo's); SentencePiece, "
-                             "WordPiece and byte-fallback tokenizers are not supported, and "
-                             f"{type(tokenizer).__name__} has decoder "
-                             f"{(spec.get('decoder') or {}).get('type')!r}")
+        kind = tokenizer_kind(spec)
         self.model, self.tokenizer = model, tokenizer
         self.eos = tokenizer.eos_token_id
-        alphabet = byte_decoder()
-        special = set(tokenizer.all_special_ids)
+        # every sequence starts from ``start``: the BOS the tokenizer prepends (Gemma), else EOS
+        # (the zoo's and SmolLM2's documents are separated by it)
+        self.start = self.eos if start is None else start
+        if start is None and tokenizer.bos_token_id is not None and \
+                tokenizer("", add_special_tokens=True)["input_ids"][:1] == [tokenizer.bos_token_id]:
+            self.start = tokenizer.bos_token_id
+        special = set(tokenizer.all_special_ids) | {a["id"] for a in spec.get("added_tokens", ())
+                                                     if a["special"]}
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         self.token_bytes: dict[int, bytes] = {}
-        for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
-            if i not in special and all(c in alphabet for c in piece):
-                self.token_bytes[i] = bytes(alphabet[c] for c in piece)
-        first = torch.tensor([b[0] for b in self.token_bytes.values()])
-        ids = torch.tensor(list(self.token_bytes))
-        self._by_first_byte = {b: ids[first == b] for b in first.unique().tolist()}  # byte -> ids
+        for i, piece in enumerate(pieces):
+            b = None if i in special else piece_bytes(piece, kind)
+            if b:
+                self.token_bytes[i] = b
+        self._first_bytes = torch.tensor([b[0] for b in self.token_bytes.values()])  # [tokens]
+        self._ids = torch.tensor(list(self.token_bytes))  # [tokens]
+        self._by_first_byte = {b: self._ids[self._first_bytes == b]  # byte -> ids
+                               for b in self._first_bytes.unique().tolist()}
         self._starting_with = {b: v.tolist() for b, v in self._by_first_byte.items()}
         self.device = next(model.parameters()).device
         pre = spec.get("pre_tokenizer") or {}
-        # the tail check below relies on GPT-2's split regex (chunks never look behind, and
-        # only the last chunk of a string can change when bytes are appended)
-        self._tail_check = (pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
-                            and not spec.get("normalizer"))
+        # where a string can be cut so that appending bytes changes only the part after the
+        # cut: "regex", GPT-2's split regex (chunks never look behind); "lines", a
+        # SentencePiece vocabulary with no token mixing newlines and other bytes, so every
+        # switch between a newline run and other text is a token boundary that BPE never
+        # crosses; None: re-encode everything
+        if kind == "byte-level":
+            regex = pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not spec.get("normalizer")
+            self._split = "regex" if regex else None
+        else:
+            mixed = any(b"\n" in b and b.strip(b"\n") for b in self.token_bytes.values())
+            self._split = None if mixed else "lines"
         self._valid = functools.lru_cache(maxsize=None)(self._valid_uncached)
         self._last_chunk = functools.lru_cache(maxsize=None)(self._last_chunk_uncached)
         self._logits: dict[tuple, torch.Tensor] = {}  # raw, per (context, token prefix)
         self._logp: dict[tuple, torch.Tensor] = {}  # renormalised over valid next tokens
         self._cached: tuple[int, ...] = ()  # model input whose keys and values self._kv holds
+        # no config: every layer keeps all its keys and values, so crop() works on the
+        # sliding-window layers of Gemma-3 too (the model masks them to their window)
         self._kv = DynamicCache()
         self.calls = self.positions = 0  # model calls and token positions run (cost)
 
@@ -115,7 +173,15 @@ class ByteLM:
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _last_chunk_start(self, text: str) -> int:
-        """Byte offset in ``text`` where its last pre-token chunk starts."""
+        """Byte offset in ``text`` where its last pre-token chunk starts ("lines": its last run
+        of newlines or of other characters)."""
+        if self._split == "lines":
+            if not text:
+                return 0
+            cut = len(text)
+            while cut and (text[cut - 1] == "\n") == (text[-1] == "\n"):
+                cut -= 1
+            return len(text[:cut].encode("utf-8"))
         chunks = self.tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
         return len(text[:chunks[-1][1][0]].encode("utf-8")) if chunks else 0
 
@@ -152,26 +218,29 @@ class ByteLM:
         key = (context, tokens)
         if key not in self._logp:
             if key not in self._logits:
-                seq = (self.eos, *context, *tokens)
+                seq = (self.start, *context, *tokens)
                 done = self._cached if seq[:len(self._cached)] == self._cached and \
                     len(seq) > len(self._cached) else ()
-                logits = self._run(seq[len(done):], done)  # [len(seq) - len(done), V]
                 # the call gives the logits of every prefix it ran; keep the last ones, which
                 # the cover search asks for next (older ones cost a new call if ever needed)
-                first = len(done) - len(context)  # token-prefix length of logits row 0
-                for k in range(max(0, first, len(tokens) - 32), len(tokens) + 1):
-                    self._logits.setdefault((context, tokens[:k]), logits[k - first])
+                first = len(done) - len(context)  # token-prefix length of the first position run
+                low = max(0, first, len(tokens) - 32)
+                logits = self._run(seq[len(done):], done, len(tokens) + 1 - low)  # [rows, V]
+                for k in range(low, len(tokens) + 1):
+                    self._logits.setdefault((context, tokens[:k]), logits[k - low])
             self._logp[key] = self._renormalise(tokens, self._logits.pop(key))
         return self._logp[key]
 
-    def _run(self, new: tuple[int, ...], done: tuple[int, ...]) -> torch.Tensor:
-        """Logits [len(new), V] (float64, CPU) of ``done + new`` at the positions of ``new``;
-        ``done`` is ``()`` or the cached input, whose cache is left as it was."""
+    def _run(self, new: tuple[int, ...], done: tuple[int, ...], rows: int) -> torch.Tensor:
+        """Logits [rows, V] (float64, CPU) of ``done + new`` at the last ``rows`` positions of
+        ``new`` (a 262,144-token vocabulary makes every row 2 MiB); ``done`` is ``()`` or the
+        cached input, whose cache is left as it was."""
         self.calls, self.positions = self.calls + 1, self.positions + len(new)
         x = torch.tensor([new], device=self.device)
         if not done:
-            return self.model(x).logits[0].double().cpu()
-        out = self.model(x, past_key_values=self._kv, use_cache=True).logits[0].double().cpu()
+            return self.model(x, logits_to_keep=rows).logits[0].double().cpu()
+        out = self.model(x, past_key_values=self._kv, use_cache=True,
+                         logits_to_keep=rows).logits[0].double().cpu()
         self._kv.crop(-len(new))  # transformers 5: the number of tokens to remove
         return out
 
@@ -186,7 +255,7 @@ class ByteLM:
         if len(keep) > len(self._cached):
             self.calls, self.positions = self.calls + 1, self.positions + len(keep) - len(self._cached)
             x = torch.tensor([keep[len(self._cached):]], device=self.device)
-            self.model(x, past_key_values=self._kv, use_cache=True)
+            self.model(x, past_key_values=self._kv, use_cache=True, logits_to_keep=1)
         self._cached = keep
         start = ids[1:]  # context + head, as a prefix of (context + tokens)
         for memo in (self._logits, self._logp):
@@ -208,7 +277,7 @@ class ByteLM:
         differently once a non-space follows (``x\\n\\n`` is ``x|\\n\\n``, ``x\\n\\n#`` is
         ``x|\\n|\\n|#``), so a candidate that ends in whitespace also passes when it is a prefix
         of the encoding with one of ``PROBES`` appended."""
-        last = self._last_chunk(tokens) if self._tail_check else (0, self._bytes(tokens))
+        last = self._last_chunk(tokens) if self._split else (0, self._bytes(tokens))
         if last is None:
             return []
         j, tail = last
@@ -242,7 +311,7 @@ class ByteLM:
         """The canonical tokens of ``x`` before its last pre-token chunk, and where that chunk
         starts. Appending bytes changes only the last chunk (GPT-2's regex), so every cover
         element of ``x`` begins with these tokens: the cover search starts after them."""
-        if not self._tail_check or not x:
+        if not self._split or not x:
             return (), 0
         k = len(x)
         while k and k > len(x) - 4:  # drop a character cut short at the end
@@ -306,27 +375,32 @@ class ByteLM:
         context = tuple(context)
         head = self._head(prefix)
         n, start = len(prefix), len(head[0])
-        self._cache_input((self.eos, *context, *head[0]))
+        self._cache_input((self.start, *context, *head[0]))
         covers = self._paths(prefix, head) if prefix else [((), None)]
         if not covers:
             raise ValueError(f"no valid tokenization covers {prefix!r} (a character the tokenizer "
                              "splits across tokens? see the module docstring)")
-        terms: list[list[torch.Tensor]] = [[] for _ in range(257)]  # log-masses per next byte
-        scores = [torch.tensor(self.sequence_logprob(t, context, start), dtype=torch.float64)
-                  for t, _ in covers]
-        for (t, last), logp in zip(covers, scores):
-            if last is not None:  # pass: the last token already fixes the next byte
-                terms[self.token_bytes[t[-1]][n - last]].append(logp[None])
-                continue
-            nxt = self.next_token_logprobs(t, context)  # branch: next tokens by first byte
-            for b, members in self._by_first_byte.items():
-                terms[b].append(logp + nxt[members])
-            terms[END].append((logp + nxt[self.eos])[None])
-        total = torch.logsumexp(torch.stack(scores), 0)
+        terms: list[torch.Tensor] = []  # log-masses, with their next bytes in ``events``
+        events: list[torch.Tensor] = []
+        passing: dict[tuple, list[int]] = {}  # (tokens before the last, where it starts) -> last tokens
+        for t, last in covers:
+            if last is None:  # branch: next tokens by first byte, and the end of text
+                logp = self.sequence_logprob(t, context, start)
+                nxt = self.next_token_logprobs(t, context)
+                terms += [logp + nxt[self._ids], logp + nxt[self.eos][None]]
+                events += [self._first_bytes, torch.tensor([END])]
+            else:
+                passing.setdefault((t[:-1], last), []).append(t[-1])
+        for (parent, last), ss in passing.items():  # pass: the last token fixes the next byte
+            # one parent often has thousands (every token starting with a space): score them at once
+            logp = self.sequence_logprob(parent, context, start)
+            terms.append(logp + self.next_token_logprobs(parent, context)[torch.tensor(ss)])
+            events.append(torch.tensor([self.token_bytes[s][n - last] for s in ss]))
+        terms_, events_ = torch.cat(terms), torch.cat(events)
+        total = torch.logsumexp(terms_, 0)  # log P(x): every cover element's mass, once
         out = torch.full((257,), -math.inf, dtype=torch.float64)
-        for b, parts in enumerate(terms):
-            if parts:
-                out[b] = torch.logsumexp(torch.cat(parts), 0)
+        for b in events_.unique().tolist():
+            out[b] = torch.logsumexp(terms_[events_ == b], 0)
         return out - total  # sums to 1 exactly when pass + branch account for P(x)
 
     def generate(self, prompt: bytes | str, max_new_bytes: int = 64, temperature: float = 0.0,

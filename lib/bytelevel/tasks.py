@@ -67,22 +67,47 @@ def fim_items(texts: list[str], tokenizer, n: int, seed: int = 0,
     pool = (src for f in order for src in _shuffled(functions(texts[f]), rng))
     items = []
     for src in pool:
-        enc = tokenizer(src, add_special_tokens=False, return_offsets_mapping=True)
-        ends = {end for _, end in enc["offset_mapping"]}  # token boundaries (ASCII: bytes)
-        body = src.index("\n") + 1
-        for _ in range(20):
-            length = rng.randint(*span)
-            if body + 1 >= len(src) - length - 1:
-                break
-            a = rng.randint(body + 1, len(src) - length - 1)
-            b = a + length
-            if a not in ends and b not in ends and src[a:b].strip():
-                items.append({"prefix": src[:a], "middle": src[a:b], "suffix": src[b:]})
-                break
+        item = _cut(src, src.index("\n") + 1, tokenizer, rng, span)
+        items += [item] if item else []
         if len(items) == n:
             return items
     raise ValueError(f"only {len(items)} of {n} items found in {len(texts)} files; "
                      "give more text or ask for fewer")
+
+
+def humaneval_fim_items(problems, tokenizer, n: int, seed: int = 0,
+                        span: tuple[int, int] = (4, 40)) -> list[dict]:
+    """``n`` random-span infilling items from HumanEval (HumanEval-infilling's random-span
+    benchmark, Bavarian et al. 2022): the removed middle is a random contiguous substring of
+    ``span`` bytes of a problem's canonical solution, both ends strictly inside a token of the
+    canonical encoding of prompt + solution; prefix and suffix keep the rest. ``problem``:
+    the HumanEval problem, for its tests."""
+    if n < 1 or not 1 <= span[0] <= span[1]:
+        raise ValueError(f"need n >= 1 and 1 <= span[0] <= span[1], got n={n}, span={span}")
+    rng, items = random.Random(seed), []
+    for problem in rng.sample(list(problems), len(problems)):
+        src = problem["prompt"] + problem["canonical_solution"]
+        item = _cut(src, len(problem["prompt"]), tokenizer, rng, span) if src.isascii() else None
+        items += [{**item, "problem": problem}] if item else []
+        if len(items) == n:
+            return items
+    raise ValueError(f"only {len(items)} of {n} HumanEval items found; ask for fewer")
+
+
+def _cut(src: str, body: int, tokenizer, rng: random.Random, span: tuple[int, int]) -> dict | None:
+    """A span of ``src`` after offset ``body`` with both ends strictly inside a token and some
+    non-space character, as an item; None after 20 draws without one."""
+    ends = {end for _, end in tokenizer(src, add_special_tokens=False,
+                                        return_offsets_mapping=True)["offset_mapping"]}  # ASCII: bytes
+    for _ in range(20):
+        length = rng.randint(*span)
+        if body + 1 >= len(src) - length - 1:
+            return None
+        a = rng.randint(body + 1, len(src) - length - 1)
+        b = a + length
+        if a not in ends and b not in ends and src[a:b].strip():
+            return {"prefix": src[:a], "middle": src[a:b], "suffix": src[b:]}
+    return None
 
 
 def _shuffled(xs: list, rng: random.Random) -> list:
@@ -129,7 +154,13 @@ def fill(method: str, item: dict, fmt: str, lms: list[ByteLM]) -> dict:
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {ARMS}")
     text = middle.decode("utf-8", errors="replace")
+    passed = None
+    if "problem" in item:  # a HumanEval item: its tests, through the harness
+        from tokenworks.benchmarks import passes
+        whole = item["prefix"] + text + item["suffix"]
+        passed = passes(item["problem"], whole[len(item["problem"]["prompt"]):])
     return {"middle": text, "exact": text == item["middle"], "ended": len(middle) < max_new_bytes,
+            "passed": passed,
             "edit_similarity": edit_similarity(text, item["middle"]),
             "compiles": compiles(item["prefix"] + text + item["suffix"]),
             "bytes": len(middle), "calls": calls, "seconds": time.perf_counter() - start}
@@ -140,7 +171,7 @@ def _token_fill(lm: ByteLM, context: tuple, prompt: bytes, heal: bool, max_new_b
     """Token-level greedy middle of at most ``max_new_bytes`` (bytes, model calls). ``heal``:
     token healing as in Guidance and ``transformers``' ``token_healing``: drop the prompt's
     last token and constrain the first new token to start with its bytes."""
-    ids = [lm.eos, *context, *lm.tokenizer(prompt.decode(), add_special_tokens=False)["input_ids"]]
+    ids = [lm.start, *context, *lm.tokenizer(prompt.decode(), add_special_tokens=False)["input_ids"]]
     removed = lm.token_bytes[ids.pop()] if heal and prompt else b""
     allowed = [s for s, b in lm.token_bytes.items() if b.startswith(removed)] if removed else None
     cache, x, out, calls = DynamicCache(), ids, b"", 0
@@ -153,6 +184,80 @@ def _token_fill(lm: ByteLM, context: tuple, prompt: bytes, heal: bool, max_new_b
             break
         out, x, allowed = out + lm.token_bytes.get(token, b""), [token], None
     return out[len(removed):len(removed) + max_new_bytes], calls
+
+
+def humaneval_items(problems, tokenizer, n: int, seed: int = 0, cut: tuple[int, int] = (1, 40)) -> list[dict]:
+    """``n`` HumanEval completion items whose prompt ends inside a token (the paper's setting):
+    the problem's prompt plus the first ``k`` bytes of its canonical solution, ``k`` drawn
+    from ``cut`` and landing strictly inside a token of the canonical encoding of prompt +
+    solution; ``target`` is the rest of the solution. Items follow a seeded shuffle of
+    ``problems``."""
+    if n < 1 or not 1 <= cut[0] <= cut[1]:
+        raise ValueError(f"need n >= 1 and 1 <= cut[0] <= cut[1], got n={n}, cut={cut}")
+    rng, items = random.Random(seed), []
+    for problem in rng.sample(list(problems), len(problems)):
+        whole = problem["prompt"] + problem["canonical_solution"]
+        if not whole.isascii():
+            continue
+        enc = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
+        ends = {end for _, end in enc["offset_mapping"]}  # token boundaries (ASCII: bytes)
+        inside = [k for k in range(cut[0], min(cut[1], len(problem["canonical_solution"]) - 1) + 1)
+                  if len(problem["prompt"]) + k not in ends]
+        if inside:
+            k = rng.choice(inside)
+            items.append({"problem": problem, "prompt": whole[:len(problem["prompt"]) + k],
+                          "target": problem["canonical_solution"][k:]})
+        if len(items) == n:
+            return items
+    raise ValueError(f"only {len(items)} of {n} HumanEval items cut inside a token; ask for fewer")
+
+
+def complete_humaneval(method: str, item: dict, lm: ByteLM, max_new_bytes: int = 256,
+                       timeout: float = 5.0) -> dict:
+    """Complete ``item``'s cut prompt with ``method`` (token, healing or byte greedy) for at
+    most ``max_new_bytes``, cut at the function's end (the first line that starts without
+    indentation); pass@1 through HumanEval's harness (``tokenworks.benchmarks.passes``) and
+    edit similarity to the rest of the canonical solution."""
+    from tokenworks.benchmarks import passes
+
+    prompt = item["prompt"].encode()
+    start, calls = time.perf_counter(), lm.calls
+    if method in ("token", "healing"):
+        new, calls = _token_fill(lm, (), prompt, heal=method == "healing", max_new_bytes=max_new_bytes)
+    elif method == "byte":
+        new = lm.generate(prompt, max_new_bytes)
+        calls = lm.calls - calls
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of ('token', 'healing', 'byte')")
+    text = function_end(new.decode("utf-8", errors="replace"))
+    completion = item["prompt"][len(item["problem"]["prompt"]):] + text
+    return {"completion": text, "passed": passes(item["problem"], completion, timeout),
+            "edit_similarity": edit_similarity(text, item["target"]), "bytes": len(new),
+            "calls": calls, "seconds": time.perf_counter() - start}
+
+
+def summarize_humaneval(rows: list[dict]) -> list[dict]:
+    """Per method: pass@1 (greedy, one sample per problem), mean edit similarity with its 95%
+    bootstrap interval, model calls and seconds per generated byte."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == method]
+        edit, n_bytes = [r["edit_similarity"] for r in rs], max(1, sum(r["bytes"] for r in rs))
+        low, high = bootstrap(edit)
+        out.append({"method": method, "n": len(rs), "pass_at_1": sum(r["passed"] for r in rs) / len(rs),
+                    "edit_similarity": sum(edit) / len(rs), "edit_low": low, "edit_high": high,
+                    "calls_per_byte": sum(r["calls"] for r in rs) / n_bytes,
+                    "seconds_per_byte": sum(r["seconds"] for r in rs) / n_bytes})
+    return out
+
+
+def function_end(text: str) -> str:
+    """``text`` up to its first line that starts with a non-space character (the body ends)."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines[1:], 1):
+        if line[:1].strip():
+            return "\n".join(lines[:i]) + "\n"
+    return text
 
 
 def edit_similarity(a: str, b: str) -> float:
@@ -193,6 +298,8 @@ def summarize_fim(rows: list[dict]) -> list[dict]:
                     "exact": sum(r["exact"] for r in rs) / len(rs),
                     "edit_similarity": sum(edit) / len(rs), "edit_low": low, "edit_high": high,
                     "compiles": sum(r["compiles"] for r in rs) / len(rs),
+                    "pass_at_1": (sum(r["passed"] for r in rs) / len(rs)
+                                  if all(r.get("passed") is not None for r in rs) else None),
                     "ended": sum(r["ended"] for r in rs) / len(rs),
                     "calls_per_byte": sum(r["calls"] for r in rs) / n_bytes,
                     "seconds_per_byte": sum(r["seconds"] for r in rs) / n_bytes})
