@@ -1,6 +1,7 @@
 """The speculative harness: draft trees, tree-masked verification, cache compaction, losslessness."""
 import functools
 import random
+import re
 
 import pytest
 import torch
@@ -414,3 +415,58 @@ def test_counts_and_devices_are_checked():
         make_drafter("token_recycling", model, device="meta")
     with pytest.raises(TypeError, match="vocab_size must be an integer"):
         make_drafter("token_recycling", model, vocab_size=5000.0)
+
+
+# --- suites ------------------------------------------------------------------------------
+
+def test_humaneval_suite_is_humanevals_prompts_plain():
+    """HumanEval prompts go in as plain text (no chat template), a seeded choice, in task order."""
+    from tokenworks.benchmarks import humaneval
+    from tokenworks.speculative.suite import humaneval_suite
+    _, tok = model64("tw-code")
+    a = humaneval_suite(tok, n=5, max_prompt_tokens=4096, seed=3)
+    assert a == humaneval_suite(tok, n=5, max_prompt_tokens=4096, seed=3)
+    assert a != humaneval_suite(tok, n=5, max_prompt_tokens=4096, seed=4)
+    problems = {p["task_id"]: p for p in humaneval()}
+    assert [p["category"] for p in a] == ["humaneval"] * 5
+    assert all(p["prompt"] == problems[p["source"]]["prompt"] for p in a)
+    order = [int(p["source"].split("/")[1]) for p in a]
+    assert order == sorted(order) and len(set(order)) == 5
+    assert len(humaneval_suite(tok, n=164)) == 164
+    for n in (0, 165):
+        with pytest.raises(ValueError, match="1 to 164"):
+            humaneval_suite(tok, n=n)
+
+
+def test_prompt_suite_takes_names_or_a_list_of_them():
+    from tokenworks.speculative.suite import prompt_suite
+    _, tok = model64("tw-code")
+    kw = dict(n_per_category=1, n_humaneval=2, max_prompt_tokens=128, seed=0)
+    both = prompt_suite(["stdlib", "humaneval"], tok, **kw)
+    stdlib, human = prompt_suite("stdlib", tok, **kw), prompt_suite("humaneval", tok, **kw)
+    assert both == stdlib + human
+    assert [p["suite"] for p in both] == ["stdlib"] * 4 + ["humaneval"] * 2
+    assert {p["category"] for p in stdlib} == set(CATEGORIES)
+    with pytest.raises(ValueError, match=r"unknown suite 'mbpp'.*'stdlib', 'humaneval'"):
+        prompt_suite(["stdlib", "mbpp"], tok, **kw)
+    with pytest.raises(ValueError, match="twice"):
+        prompt_suite(["humaneval", "humaneval"], tok, **kw)
+    with pytest.raises(ValueError, match="at least one"):
+        prompt_suite([], tok, **kw)
+    with pytest.raises(TypeError, match="a suite name or a list"):
+        prompt_suite(3, tok, **kw)
+
+
+# --- real models -------------------------------------------------------------------------
+
+def test_gemma3_270m_is_refused_by_name_of_its_sliding_window_layers():
+    """The packaged Gemma-3 interleaves sliding-window layers with global ones: every method
+    refuses it at entry (before any forward), naming those layers and the limitation."""
+    model, tok = load("gemma3-270m", device="cpu")
+    sliding = [i for i, t in enumerate(model.config.layer_types) if t == "sliding_attention"]
+    assert sliding and len(sliding) < model.config.num_hidden_layers
+    listed = re.escape(str(sliding))
+    for method in METHODS:
+        with pytest.raises(ValueError, match=f"layers {listed} keep a DynamicSlidingWindowLayer.*"
+                                             "full-attention layers only"):
+            generate(model, tok("def f():")["input_ids"], method, max_new_tokens=4)
