@@ -470,3 +470,54 @@ def test_gemma3_270m_is_refused_by_name_of_its_sliding_window_layers():
         with pytest.raises(ValueError, match=f"layers {listed} keep a DynamicSlidingWindowLayer.*"
                                              "full-attention layers only"):
             generate(model, tok("def f():")["input_ids"], method, max_new_tokens=4)
+
+
+# --- losslessness report and the harness benchmark ---------------------------------------
+
+def test_lossless_report_names_each_mismatch_and_its_first_differing_token(monkeypatch):
+    """A drafter whose output differs from greedy is reported (prompt, method, first
+    differing position) and check_lossless raises, naming it."""
+    from tokenworks.speculative import evaluate
+    model, tok = model64("tw-code")
+    prompts = suite()[:2]
+    good = run_suite(model, tok, prompts, ["greedy", "prompt_lookup"], max_new_tokens=12)
+    report = evaluate.lossless_report(good)
+    assert report == {"prompts": 2, "methods": ["greedy", "prompt_lookup"], "identical": 4,
+                      "generations": 4, "mismatches": []}
+    assert all(r["first_difference"] is None for r in good)
+    evaluate.check_lossless(report)  # no error
+    real = evaluate.generate
+
+    def off_by_one(*args, **kwargs):  # prompt lookup's 6th token changed
+        out = real(*args, **kwargs)
+        if not isinstance(kwargs["drafter"], Greedy) and len(out.tokens) > 5:
+            out.tokens[5] = (out.tokens[5] + 1) % 100
+        return out
+    monkeypatch.setattr(evaluate, "generate", off_by_one)
+    bad = run_suite(model, tok, prompts, ["greedy", "prompt_lookup"], max_new_tokens=12)
+    report = evaluate.lossless_report(bad)
+    assert report["identical"] == 2 and [m["first_difference"] for m in report["mismatches"]] == [5, 5]
+    assert [(m["prompt"], m["method"]) for m in report["mismatches"]] == [(0, "prompt_lookup"), (1, "prompt_lookup")]
+    with pytest.raises(AssertionError, match=r"2 of 4 .*prompt 0 .*prompt_lookup.* token 5"):
+        evaluate.check_lossless(report)
+
+
+def test_greedy_vs_hf_compares_the_same_tokens(monkeypatch):
+    """The benchmark runs both on every prompt, counts the same tokens for each, and refuses
+    outputs that differ (a speed ratio of different outputs means nothing)."""
+    from tokenworks.speculative import evaluate
+    model, tok = model64("tw-code")
+    prompts = suite()[:3]
+    bench = evaluate.greedy_vs_hf(model, tok, prompts, max_new_tokens=10)
+    expected = sum(len(hf_generate(model, tok(p["prompt"])["input_ids"], 10, tok.eos_token_id))
+                   for p in prompts)
+    assert bench["prompts"] == 3 and bench["tokens"] == expected
+    assert bench["ours_tokens_per_s"] == pytest.approx(expected / bench["ours_seconds"])
+    assert bench["hf_tokens_per_s"] == pytest.approx(expected / bench["hf_seconds"])
+    assert bench["ratio"] == pytest.approx(bench["ours_tokens_per_s"] / bench["hf_tokens_per_s"])
+    real = evaluate.hf_generate
+    monkeypatch.setattr(evaluate, "hf_generate", lambda *a, **k: real(*a, **k)[:-1])
+    with pytest.raises(AssertionError, match="prompt 0 differ"):
+        evaluate.greedy_vs_hf(model, tok, prompts, max_new_tokens=10)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        evaluate.greedy_vs_hf(model, tok, [], max_new_tokens=10)
