@@ -521,3 +521,15 @@ def test_greedy_vs_hf_compares_the_same_tokens(monkeypatch):
         evaluate.greedy_vs_hf(model, tok, prompts, max_new_tokens=10)
     with pytest.raises(ValueError, match="at least one prompt"):
         evaluate.greedy_vs_hf(model, tok, [], max_new_tokens=10)
+
+
+def test_smollm2_float32_every_method_equals_greedy_on_humaneval():
+    """On the packaged SmolLM2 in float32 (the full runs' setting), every method's output on
+    HumanEval prompts equals greedy decoding and Hugging Face generate, token for token."""
+    from tokenworks.speculative.evaluate import check_lossless, lossless_report
+    from tokenworks.speculative.suite import humaneval_suite
+    model, tok = load("smollm2-135m", device="cpu", dtype=torch.float32)
+    rows = run_suite(model, tok, humaneval_suite(tok, n=1), ["greedy", "hf_greedy", "prompt_lookup",
+                     "token_recycling", "lookahead"], max_new_tokens=16, warmup=0)
+    check_lossless(lossless_report(rows))
+    assert any(max(r["accepted"]) > 1 for r in rows if r["method"] == "token_recycling")
