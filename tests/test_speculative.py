@@ -533,3 +533,17 @@ def test_smollm2_float32_every_method_equals_greedy_on_humaneval():
                      "token_recycling", "lookahead"], max_new_tokens=16, warmup=0)
     check_lossless(lossless_report(rows))
     assert any(max(r["accepted"]) > 1 for r in rows if r["method"] == "token_recycling")
+
+
+def test_prefill_computes_no_logits_for_the_prompt():
+    """The prefill's logits are never read: the output head runs on one position at most
+    there (on SmolLM2 the head over every prompt position is a fifth of the prefill's work,
+    a cost Hugging Face generate does not pay)."""
+    model, tok = model64("tw-micro")
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-2]))
+    try:
+        generate(model, list(range(3, 23)), "greedy", max_new_tokens=3, eos_token_id=())
+    finally:
+        hook.remove()
+    assert seen == [1, 1, 1, 1]  # prefill, then one position per step
