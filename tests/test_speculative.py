@@ -1,6 +1,7 @@
 """The speculative harness: draft trees, tree-masked verification, cache compaction, losslessness."""
 import functools
 import random
+import re
 
 import pytest
 import torch
@@ -414,3 +415,135 @@ def test_counts_and_devices_are_checked():
         make_drafter("token_recycling", model, device="meta")
     with pytest.raises(TypeError, match="vocab_size must be an integer"):
         make_drafter("token_recycling", model, vocab_size=5000.0)
+
+
+# --- suites ------------------------------------------------------------------------------
+
+def test_humaneval_suite_is_humanevals_prompts_plain():
+    """HumanEval prompts go in as plain text (no chat template), a seeded choice, in task order."""
+    from tokenworks.benchmarks import humaneval
+    from tokenworks.speculative.suite import humaneval_suite
+    _, tok = model64("tw-code")
+    a = humaneval_suite(tok, n=5, max_prompt_tokens=4096, seed=3)
+    assert a == humaneval_suite(tok, n=5, max_prompt_tokens=4096, seed=3)
+    assert a != humaneval_suite(tok, n=5, max_prompt_tokens=4096, seed=4)
+    problems = {p["task_id"]: p for p in humaneval()}
+    assert [p["category"] for p in a] == ["humaneval"] * 5
+    assert all(p["prompt"] == problems[p["source"]]["prompt"] for p in a)
+    order = [int(p["source"].split("/")[1]) for p in a]
+    assert order == sorted(order) and len(set(order)) == 5
+    assert len(humaneval_suite(tok, n=164)) == 164
+    for n in (0, 165):
+        with pytest.raises(ValueError, match="1 to 164"):
+            humaneval_suite(tok, n=n)
+
+
+def test_prompt_suite_takes_names_or_a_list_of_them():
+    from tokenworks.speculative.suite import prompt_suite
+    _, tok = model64("tw-code")
+    kw = dict(n_per_category=1, n_humaneval=2, max_prompt_tokens=128, seed=0)
+    both = prompt_suite(["stdlib", "humaneval"], tok, **kw)
+    stdlib, human = prompt_suite("stdlib", tok, **kw), prompt_suite("humaneval", tok, **kw)
+    assert both == stdlib + human
+    assert [p["suite"] for p in both] == ["stdlib"] * 4 + ["humaneval"] * 2
+    assert {p["category"] for p in stdlib} == set(CATEGORIES)
+    with pytest.raises(ValueError, match=r"unknown suite 'mbpp'.*'stdlib', 'humaneval'"):
+        prompt_suite(["stdlib", "mbpp"], tok, **kw)
+    with pytest.raises(ValueError, match="twice"):
+        prompt_suite(["humaneval", "humaneval"], tok, **kw)
+    with pytest.raises(ValueError, match="at least one"):
+        prompt_suite([], tok, **kw)
+    with pytest.raises(TypeError, match="a suite name or a list"):
+        prompt_suite(3, tok, **kw)
+
+
+# --- real models -------------------------------------------------------------------------
+
+def test_gemma3_270m_is_refused_by_name_of_its_sliding_window_layers():
+    """The packaged Gemma-3 interleaves sliding-window layers with global ones: every method
+    refuses it at entry (before any forward), naming those layers and the limitation."""
+    model, tok = load("gemma3-270m", device="cpu")
+    sliding = [i for i, t in enumerate(model.config.layer_types) if t == "sliding_attention"]
+    assert sliding and len(sliding) < model.config.num_hidden_layers
+    listed = re.escape(str(sliding))
+    for method in METHODS:
+        with pytest.raises(ValueError, match=f"layers {listed} keep a DynamicSlidingWindowLayer.*"
+                                             "full-attention layers only"):
+            generate(model, tok("def f():")["input_ids"], method, max_new_tokens=4)
+
+
+# --- losslessness report and the harness benchmark ---------------------------------------
+
+def test_lossless_report_names_each_mismatch_and_its_first_differing_token(monkeypatch):
+    """A drafter whose output differs from greedy is reported (prompt, method, first
+    differing position) and check_lossless raises, naming it."""
+    from tokenworks.speculative import evaluate
+    model, tok = model64("tw-code")
+    prompts = suite()[:2]
+    good = run_suite(model, tok, prompts, ["greedy", "prompt_lookup"], max_new_tokens=12)
+    report = evaluate.lossless_report(good)
+    assert report == {"prompts": 2, "methods": ["greedy", "prompt_lookup"], "identical": 4,
+                      "generations": 4, "mismatches": []}
+    assert all(r["first_difference"] is None for r in good)
+    evaluate.check_lossless(report)  # no error
+    real = evaluate.generate
+
+    def off_by_one(*args, **kwargs):  # prompt lookup's 6th token changed
+        out = real(*args, **kwargs)
+        if not isinstance(kwargs["drafter"], Greedy) and len(out.tokens) > 5:
+            out.tokens[5] = (out.tokens[5] + 1) % 100
+        return out
+    monkeypatch.setattr(evaluate, "generate", off_by_one)
+    bad = run_suite(model, tok, prompts, ["greedy", "prompt_lookup"], max_new_tokens=12)
+    report = evaluate.lossless_report(bad)
+    assert report["identical"] == 2 and [m["first_difference"] for m in report["mismatches"]] == [5, 5]
+    assert [(m["prompt"], m["method"]) for m in report["mismatches"]] == [(0, "prompt_lookup"), (1, "prompt_lookup")]
+    with pytest.raises(AssertionError, match=r"2 of 4 .*prompt 0 .*prompt_lookup.* token 5"):
+        evaluate.check_lossless(report)
+
+
+def test_greedy_vs_hf_compares_the_same_tokens(monkeypatch):
+    """The benchmark runs both on every prompt, counts the same tokens for each, and refuses
+    outputs that differ (a speed ratio of different outputs means nothing)."""
+    from tokenworks.speculative import evaluate
+    model, tok = model64("tw-code")
+    prompts = suite()[:3]
+    bench = evaluate.greedy_vs_hf(model, tok, prompts, max_new_tokens=10)
+    expected = sum(len(hf_generate(model, tok(p["prompt"])["input_ids"], 10, tok.eos_token_id))
+                   for p in prompts)
+    assert bench["prompts"] == 3 and bench["tokens"] == expected
+    assert bench["ours_tokens_per_s"] == pytest.approx(expected / bench["ours_seconds"])
+    assert bench["hf_tokens_per_s"] == pytest.approx(expected / bench["hf_seconds"])
+    assert bench["ratio"] == pytest.approx(bench["ours_tokens_per_s"] / bench["hf_tokens_per_s"])
+    real = evaluate.hf_generate
+    monkeypatch.setattr(evaluate, "hf_generate", lambda *a, **k: real(*a, **k)[:-1])
+    with pytest.raises(AssertionError, match="prompt 0 differ"):
+        evaluate.greedy_vs_hf(model, tok, prompts, max_new_tokens=10)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        evaluate.greedy_vs_hf(model, tok, [], max_new_tokens=10)
+
+
+def test_smollm2_float32_every_method_equals_greedy_on_humaneval():
+    """On the packaged SmolLM2 in float32 (the full runs' setting), every method's output on
+    HumanEval prompts equals greedy decoding and Hugging Face generate, token for token."""
+    from tokenworks.speculative.evaluate import check_lossless, lossless_report
+    from tokenworks.speculative.suite import humaneval_suite
+    model, tok = load("smollm2-135m", device="cpu", dtype=torch.float32)
+    rows = run_suite(model, tok, humaneval_suite(tok, n=1), ["greedy", "hf_greedy", "prompt_lookup",
+                     "token_recycling", "lookahead"], max_new_tokens=16, warmup=0)
+    check_lossless(lossless_report(rows))
+    assert any(max(r["accepted"]) > 1 for r in rows if r["method"] == "token_recycling")
+
+
+def test_prefill_computes_no_logits_for_the_prompt():
+    """The prefill's logits are never read: the output head runs on one position at most
+    there (on SmolLM2 the head over every prompt position is a fifth of the prefill's work,
+    a cost Hugging Face generate does not pay)."""
+    model, tok = model64("tw-micro")
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].shape[-2]))
+    try:
+        generate(model, list(range(3, 23)), "greedy", max_new_tokens=3, eos_token_id=())
+    finally:
+        hook.remove()
+    assert seen == [1, 1, 1, 1]  # prefill, then one position per step

@@ -107,7 +107,9 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
     cache = _full_attention_cache(model)
     t0 = time.perf_counter()
     if len(prompt) > 1:  # prefill all but the last token, which becomes the first root
-        out = model(torch.tensor([prompt[:-1]], device=device), past_key_values=cache, use_cache=True)
+        # its logits are never read: the output head runs on one position only
+        out = model(torch.tensor([prompt[:-1]], device=device), past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
         if out.past_key_values is None or cache.get_seq_length() != len(prompt) - 1:
             raise ValueError(f"{type(model).__name__} did not fill a KV cache; speculative "
                              "decoding needs a causal LM that returns past_key_values")

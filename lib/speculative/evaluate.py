@@ -4,6 +4,11 @@ Speed follows Spec-Bench: per prompt, tokens per second with the prefill include
 method's speed-up is the mean of its tokens per second over the mean of the baseline's,
 measured in the same run with the methods interleaved prompt by prompt (this machine's
 speed drifts, so sequential blocks per method would bias the ratio).
+
+Losslessness is checked on every prompt: :func:`lossless_report` lists each output that
+differs from the reference with its first differing token, :func:`check_lossless` raises.
+:func:`greedy_vs_hf` asks whether the harness itself costs speed: our greedy loop against
+Hugging Face ``generate(do_sample=False)`` on the same prompts and the same tokens.
 """
 from __future__ import annotations
 
@@ -21,6 +26,21 @@ def hf_generate(model, ids: list[int], max_new_tokens: int, eos_token_id: int, *
     out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
                          do_sample=False, eos_token_id=eos_token_id, pad_token_id=eos_token_id, **kwargs)
     return out[0, len(ids):].tolist()
+
+
+def first_difference(a: list[int], b: list[int]) -> int | None:
+    """The first position where ``a`` and ``b`` differ (a length difference counts), or None."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y),
+                None if len(a) == len(b) else min(len(a), len(b)))
+
+
+def _timed(fn, cuda: bool):
+    """``(fn(), seconds)``, synchronising a GPU before reading the clock."""
+    t0 = time.perf_counter()
+    out = fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
 
 
 def repeated_ngram_share(prompt: list[int], output: list[int], n: int = 4) -> float:
@@ -62,7 +82,8 @@ def method_runners(model, methods: list[str], options: dict | None = None) -> di
 
 def run_suite(model, tokenizer, prompts: list[dict], methods: list[str], max_new_tokens: int,
               options: dict | None = None, reference: str = "greedy", warmup: int = 1) -> list[dict]:
-    """One row per (prompt, method): tokens, identical-to-reference flag, seconds, acceptance."""
+    """One row per (prompt, method): tokens, identical-to-reference flag and first differing
+    token (``first_difference``, None when identical), seconds, acceptance."""
     if reference not in methods:
         raise ValueError(f"the reference method {reference!r} must be among {methods}")
     runners = method_runners(model, methods, options)
@@ -76,11 +97,7 @@ def run_suite(model, tokenizer, prompts: list[dict], methods: list[str], max_new
     for i, (p, ids) in enumerate(zip(prompts, tqdm(encoded, desc="prompts", mininterval=5))):
         outputs = {}
         for name, fn in runners.items():
-            t0 = time.perf_counter()
-            tokens, accepted, draft_s = fn(ids, max_new_tokens, eos)
-            if cuda:
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
+            (tokens, accepted, draft_s), seconds = _timed(lambda: fn(ids, max_new_tokens, eos), cuda)
             outputs[name] = tokens
             rows.append({"prompt": i, "category": p["category"], "method": name,
                          "prompt_tokens": len(ids), "new_tokens": len(tokens), "seconds": seconds,
@@ -89,8 +106,64 @@ def run_suite(model, tokenizer, prompts: list[dict], methods: list[str], max_new
         repeated = repeated_ngram_share(ids, outputs[reference])
         for r in rows[-len(runners):]:
             r["identical"] = outputs[r["method"]] == outputs[reference]
+            r["first_difference"] = first_difference(outputs[r["method"]], outputs[reference])
             r["repeated_4grams"] = repeated
     return rows
+
+
+def lossless_report(rows: list[dict]) -> dict:
+    """How many of :func:`run_suite`'s generations equal the reference's, and each that does
+    not: prompt, category, method and first differing token."""
+    return {"prompts": len({r["prompt"] for r in rows}),
+            "methods": list(dict.fromkeys(r["method"] for r in rows)),
+            "identical": sum(r["identical"] for r in rows), "generations": len(rows),
+            "mismatches": [{k: r[k] for k in ("prompt", "category", "method", "first_difference")}
+                           for r in rows if not r["identical"]]}
+
+
+def check_lossless(report: dict) -> None:
+    """Raise (AssertionError) if :func:`lossless_report` found any output that differs from
+    the reference: a lossless method must emit the greedy tokens on every prompt."""
+    bad = report["mismatches"]
+    if bad:
+        listed = "; ".join(f"prompt {m['prompt']} ({m['category']}) {m['method']} from token "
+                           f"{m['first_difference']}" for m in bad)
+        raise AssertionError(f"{len(bad)} of {report['generations']} outputs differ from greedy "
+                             f"decoding: {listed}. A lossless method must match on every prompt")
+
+
+@torch.no_grad()
+def greedy_vs_hf(model, tokenizer, prompts: list[dict], max_new_tokens: int, warmup: int = 1) -> dict:
+    """Our greedy loop (``generate(method="greedy")``) against Hugging Face
+    ``generate(do_sample=False)``, side by side: on each prompt both run, the first of them
+    alternating from prompt to prompt (drift and cache warmth hit both alike), and their
+    tokens must be equal. Tokens per second are total tokens over total seconds, prefill
+    included; ``ratio`` is ours over Hugging Face's (1.0: the harness costs nothing)."""
+    if not prompts:
+        raise ValueError("greedy_vs_hf needs at least one prompt")
+    eos = tokenizer.eos_token_id
+    encoded = [tokenizer(p["prompt"])["input_ids"] for p in prompts]
+    cuda = next(model.parameters()).device.type == "cuda"
+    runners = {"ours": lambda ids, n: generate(model, ids, "greedy", max_new_tokens=n, eos_token_id=eos).tokens,
+               "hf": lambda ids, n: hf_generate(model, ids, n, eos)}
+    for ids in encoded[:warmup]:
+        for fn in runners.values():
+            fn(ids, 8)
+    seconds, tokens = {"ours": 0.0, "hf": 0.0}, 0
+    for i, ids in enumerate(encoded):
+        outputs = {}
+        for name in (["ours", "hf"] if i % 2 == 0 else ["hf", "ours"]):
+            outputs[name], s = _timed(lambda: runners[name](ids, max_new_tokens), cuda)
+            seconds[name] += s
+        if outputs["ours"] != outputs["hf"]:
+            raise AssertionError(f"greedy outputs on prompt {i} differ from Hugging Face generate's from "
+                                 f"token {first_difference(outputs['ours'], outputs['hf'])}: the speeds "
+                                 "would not compare the same work")
+        tokens += len(outputs["ours"])
+    ours, hf = tokens / seconds["ours"], tokens / seconds["hf"]
+    return {"prompts": len(prompts), "tokens": tokens, "max_new_tokens": max_new_tokens,
+            "ours_seconds": seconds["ours"], "hf_seconds": seconds["hf"],
+            "ours_tokens_per_s": ours, "hf_tokens_per_s": hf, "ratio": ours / hf}
 
 
 def summarize(rows: list[dict], baseline: str = "greedy") -> list[dict]:

@@ -1,12 +1,20 @@
-"""An offline task suite in the spirit of Spec-Bench (Xia et al. 2024), from held-out stdlib code.
+"""Prompt suites for the speculative notebooks: held-out stdlib code, HumanEval, Spec-Bench.
 
-Four categories, ``n`` prompts each, drawn deterministically from the test split:
+:func:`prompt_suite` builds the suites a notebook names (``"stdlib"``, ``"humaneval"``, a
+path of Spec-Bench's ``question.jsonl``, or a list of them), each prompt tagged with its suite.
+
+``stdlib``: an offline task suite in the spirit of Spec-Bench (Xia et al. 2024), from
+held-out stdlib code. Four categories, ``n`` prompts each, drawn deterministically from the test split:
 
 * ``function``: the code before a function plus its ``def`` line; write the function.
 * ``continuation``: a window of a file ending at a line break; continue the file.
 * ``copy_edit``: a whole function, then a comment asking for it again with one identifier
   renamed, then the renamed ``def`` line (copy-heavy, where lookup drafts shine).
 * ``docstring``: a ``def`` line and its docstring; write the body.
+
+``humaneval``: HumanEval's problem prompts (Chen et al. 2021; signature and docstring), one
+category, as plain text: no chat template, also for instruct models (SmolLM2-Instruct
+continues a code prompt as code).
 
 Online, ``spec_bench(path_or_url)`` reads Spec-Bench's ``question.jsonl`` through ``datasets``.
 """
@@ -16,9 +24,11 @@ import ast
 import random
 import re
 
-from tokenworks.models.corpus import function_nodes
+from tokenworks.benchmarks import humaneval
+from tokenworks.models.corpus import function_nodes, stdlib_corpus
 
 CATEGORIES = ("function", "continuation", "copy_edit", "docstring")
+SUITES = ("stdlib", "humaneval")
 
 
 def _functions(text: str):
@@ -105,3 +115,48 @@ def spec_bench(path_or_url: str, tokenizer, n: int | None = None) -> list[dict]:
                                                  tokenize=False, add_generation_prompt=True)
         out.append({"category": cat, "prompt": text, "source": row.get("question_id")})
     return out
+
+
+def humaneval_suite(tokenizer, n: int, max_prompt_tokens: int = 768, seed: int = 0) -> list[dict]:
+    """``n`` HumanEval problems drawn with ``seed``, in task order: dicts with ``category``
+    (``"humaneval"``), ``prompt`` (the problem's prompt, plain text) and ``source`` (task id)."""
+    problems = humaneval()
+    if not 1 <= n <= len(problems):
+        raise ValueError(f"n_humaneval must be 1 to {len(problems)} (HumanEval's problems), got {n}")
+    chosen = sorted(random.Random(seed).sample(range(len(problems)), n))
+    return [{"category": "humaneval", "source": problems[i]["task_id"],
+             "prompt": _tail(tokenizer, problems[i]["prompt"], max_prompt_tokens)} for i in chosen]
+
+
+def prompt_suite(suite, tokenizer, n_per_category: int, n_humaneval: int,
+                 max_prompt_tokens: int, seed: int = 0) -> list[dict]:
+    """The prompts of ``suite``: one name or a list of names, each ``"stdlib"``
+    (``n_per_category`` per category), ``"humaneval"`` (``n_humaneval`` problems) or a path/URL
+    of Spec-Bench's ``question.jsonl`` (``n_per_category`` per category); suites in the order
+    given, every prompt dict with a ``suite`` key."""
+    if isinstance(suite, str):
+        names = [suite]
+    elif isinstance(suite, (list, tuple)) and all(isinstance(s, str) for s in suite):
+        names = list(suite)
+    else:
+        raise TypeError(f"suite must be a suite name or a list of them ({', '.join(map(repr, SUITES))}), "
+                        f"got {suite!r}")
+    if not names:
+        raise ValueError(f"suite needs at least one of {', '.join(map(repr, SUITES))}")
+    twice = sorted({s for s in names if names.count(s) > 1})
+    if twice:
+        raise ValueError(f"suite names {twice} twice: each suite runs once")
+    prompts = []
+    for name in names:
+        if name == "stdlib":
+            part = stdlib_suite(stdlib_corpus().texts("test"), tokenizer, n=n_per_category,
+                                max_prompt_tokens=max_prompt_tokens, seed=seed)
+        elif name == "humaneval":
+            part = humaneval_suite(tokenizer, n_humaneval, max_prompt_tokens, seed)
+        elif name.endswith(".jsonl"):
+            part = spec_bench(name, tokenizer, n=n_per_category)
+        else:
+            raise ValueError(f"unknown suite {name!r}: choose {', '.join(map(repr, SUITES))}, a list of "
+                             "them, or a path/URL of Spec-Bench's question.jsonl")
+        prompts += [{**p, "suite": name} for p in part]
+    return prompts
