@@ -195,3 +195,34 @@ def test_bad_parameters_fail_clearly(kwargs, message, strategy):
 def test_n_trials_refuses_an_empty_entropy_range():
     with pytest.raises(ValueError, match="h_low"):
         n_trials(0.5, h_low=1.0, h_high=1.0)
+
+
+def _diffs(sample, greedy, vote):
+    """differences() as (mean, ci_low) per claim."""
+    return {name: {"mean": m, "ci_low": lo, "ci_high": m + 0.1}
+            for name, (m, lo) in (("cntp - sample", sample), ("cntp - greedy", greedy), ("cntp_sc - sc", vote))}
+
+
+def test_verdict_needs_intervals_above_zero_to_reproduce():
+    assert cntp.verdict(_diffs((0.05, 0.01), (0.04, 0.001), (0.0, 0.0))) == "reproduced"
+    assert cntp.verdict(_diffs((0.05, 0.01), (0.04, 0.001), (0.0, -0.01))) == "partly reproduced"
+    assert cntp.verdict(_diffs((0.05, -0.01), (0.04, 0.01), (0.1, 0.05))) == "partly reproduced"
+    assert cntp.verdict(_diffs((0.05, 0.01), (-0.01, -0.05), (0.1, 0.05))) == "not reproduced"
+    assert cntp.verdict(_diffs((0.0, -0.1), (0.1, 0.05), (0.1, 0.05))) == "not reproduced"
+    assert cntp.overall_verdict(["reproduced", "reproduced"]) == "reproduced"
+    assert cntp.overall_verdict(["not reproduced"]) == "not reproduced"
+    assert cntp.overall_verdict(["reproduced", "not reproduced"]) == "partly reproduced"
+    with pytest.raises(ValueError, match="no task verdicts"):
+        cntp.overall_verdict([])
+
+
+def test_run_ends_answers_at_the_given_ids():
+    model, tok = micro()
+    items = [{"prompt": "def f(x):\n", "target": "    return x"}]
+    free = decode(model, tok(items[0]["prompt"])["input_ids"], "greedy", max_new_tokens=16, eos_token_id=[])
+    stop = free.tokens[3]
+    none = cntp.run(model, tok, items, lambda t: t, k=1, max_new_tokens=16, ends=set())
+    cut = cntp.run(model, tok, items, lambda t: t, k=1, max_new_tokens=16, ends={stop})
+    assert none[0]["greedy"][0]["tokens"] == 16
+    assert cut[0]["greedy"][0]["tokens"] == free.tokens.index(stop) + 1
+    assert cut[0]["greedy"][0]["answer"] == tok.decode(free.tokens[:free.tokens.index(stop) + 1])

@@ -52,13 +52,17 @@ def problem(rng: random.Random, steps: tuple[int, int] = (2, 4), max_value: int 
             "answer": value}
 
 
-def problems(n: int, seed: int, exclude: set[str] | None = None) -> list[dict]:
-    """``n`` distinct problems from ``seed``, none of whose questions is in ``exclude``."""
+def problems(n: int, seed: int, exclude: set[str] | None = None, steps: tuple[int, int] = (2, 4),
+             max_value: int = 200) -> list[dict]:
+    """``n`` distinct problems from ``seed``, none of whose questions is in ``exclude``;
+    ``steps`` (fewest, most operations) and ``max_value`` set the difficulty."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if not 1 <= steps[0] <= steps[1]:
+        raise ValueError(f"steps must be (fewest, most) operations with 1 <= fewest <= most, got {steps}")
     rng, seen, out = random.Random(seed), set(exclude or ()), []
     for _ in range(100 * n):
-        p = problem(rng)
+        p = problem(rng, steps, max_value)
         if p["question"] not in seen:
             seen.add(p["question"])
             out.append(p)
@@ -96,3 +100,46 @@ def extract_answer(text: str) -> int | None:
     """The integer after the first ``####`` (``None`` if there is none)."""
     m = re.search(r"####\s*(-?\d+)", text)
     return int(m.group(1)) if m else None
+
+
+def chat_messages(p: dict, shots: list[dict]) -> list[dict]:
+    """Chat messages for an instruction-tuned model: each shot is a user question answered by
+    its worked solution ending "The answer is N.", then ``p``'s question (few-shot as user and
+    assistant turns, as chat evaluations of GSM8K prompt it)."""
+    turns = []
+    for s in shots:
+        reply = s["solution"].replace(" #### ", " The answer is ") + "."
+        turns += [{"role": "user", "content": s["question"]}, {"role": "assistant", "content": reply}]
+    return turns + [{"role": "user", "content": p["question"]}]
+
+
+_NUMBER = r"-?\d[\d,]*(?:\.\d+)?"
+
+
+def parse_answer(text: str) -> int | None:
+    """The final answer of a free-form reply: the number after the first ``####``, else after
+    the last "answer is", else the result of the last equation (after its ``=``), else the
+    last number. Thousands separators are dropped; a number that is not a whole one, or no
+    number at all, gives ``None``."""
+    for pattern in (rf"####\s*\$?({_NUMBER})", rf"answer is:?\s*\$?({_NUMBER})", rf"=\s*\$?({_NUMBER})",
+                    rf"({_NUMBER})"):
+        found = re.findall(pattern, text, flags=re.IGNORECASE)
+        if found:
+            number = (found[0] if pattern.startswith("####") else found[-1]).replace(",", "")
+            value = float(number)
+            return int(value) if value.is_integer() else None
+    return None
+
+
+def chat_items(tokenizer, tests: list[dict], shots: list[dict]) -> list[dict]:
+    """Items for ``tasks.run``: each test problem's few-shot chat (:func:`chat_messages`)
+    through the tokenizer's chat template, generation prompt added, as token ``ids``."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this tokenizer has no chat template: the chat arm needs an instruction-tuned "
+                         "model such as 'smollm2-135m'")
+    items = []
+    for p in tests:
+        ids = tokenizer.apply_chat_template(chat_messages(p, shots), add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)["input_ids"]
+        items.append({"ids": list(ids), "prompt": tokenizer.decode(ids), "target": p["answer"]})
+    return items

@@ -35,18 +35,21 @@ def newline_ids(tokenizer) -> set[int]:
 
 
 def run(model, tokenizer, items: list[dict], answer, *, k: int = 8, temperature: float = 1.2,
-        top_p: float = 0.9, max_new_tokens: int = 64, seed: int = 0, desc: str = "cntp") -> list[dict]:
+        top_p: float = 0.9, max_new_tokens: int = 64, seed: int = 0, desc: str = "cntp",
+        ends: set[int] | None = None) -> list[dict]:
     """Decode every item with greedy and ``k`` chains each of sampling and CNTP.
 
     ``items``: dicts with ``prompt`` (text, or token ``ids``) and ``target``; ``answer(text)`` extracts the
-    comparable answer from a completion (``None`` if there is none). Chain ``j`` of item
+    comparable answer from a completion (``None`` if there is none). ``ends``: the ids that
+    end an answer (default :func:`newline_ids`, one-line answers; a chat model's end of turn
+    for multi-line replies). Chain ``j`` of item
     ``i`` uses the generator seed ``(seed, i, j)``, the same for sampling and CNTP.
     Returns one dict per item with, per single-chain strategy, its chains' answers,
     correctness, forwards and tokens.
     """
     if k < 1:
         raise ValueError(f"k (chains per strategy) must be >= 1, got {k}")
-    ends, stops = newline_ids(tokenizer), punctuation_ids(tokenizer)
+    ends, stops = newline_ids(tokenizer) if ends is None else ends, punctuation_ids(tokenizer)
     rows = []
     for i, item in enumerate(tqdm(items, desc=desc, mininterval=10)):
         ids = item.get("ids") or tokenizer(item["prompt"])["input_ids"]
@@ -142,3 +145,20 @@ def differences(rows: list[dict]) -> dict[str, dict]:
         out[f"{a} - {b}"] = {"mean": statistics.fmean(sc[a]) - statistics.fmean(sc[b]),
                              "ci_low": lo, "ci_high": hi}
     return out
+
+
+def verdict(diffs: dict[str, dict]) -> str:
+    """The paper's claim on one task, from :func:`differences`: ``reproduced`` when CNTP beats
+    sampling and greedy (paired intervals above 0) and CNTP + SC is not below SC (interval's
+    low end >= 0); ``partly reproduced`` when CNTP's mean beats both; else ``not reproduced``."""
+    gain, over_greedy, vote = diffs["cntp - sample"], diffs["cntp - greedy"], diffs["cntp_sc - sc"]
+    if gain["ci_low"] > 0 and over_greedy["ci_low"] > 0 and vote["ci_low"] >= 0:
+        return "reproduced"
+    return "partly reproduced" if gain["mean"] > 0 and over_greedy["mean"] > 0 else "not reproduced"
+
+
+def overall_verdict(verdicts: list[str]) -> str:
+    """One verdict over the arithmetic tasks: theirs when they agree, else ``partly reproduced``."""
+    if not verdicts:
+        raise ValueError("no task verdicts to combine: run at least the arithmetic task")
+    return verdicts[0] if len(set(verdicts)) == 1 else "partly reproduced"
