@@ -103,7 +103,7 @@ def zoo_table() -> str:
         if code_shifted:
             rows[-1] += (" In the shifted format (other names, one per constant, letter-and-digit values) it "
                          "retrieves " + " and ".join(f"{a:.0%} at {d}" for d, a in sorted(code_shifted.items()))
-                         + ": the curriculum taught it the probe's format more than in-context retrieval, so "
+                         + ": the curriculum taught it the probe's format rather than in-context retrieval, so "
                            "no paper is judged on tw-code alone.")
     rows += [""] + notes if notes else []
     return "\n".join(rows)
