@@ -95,10 +95,10 @@ def test_gemma_line_cut_and_sliding_window_cache_equal_re_encoding_everything():
     tok = tokenizer("gemma3-270m")
     context = tuple(tok("import os\nimport sys\n\n\ndef main(argv):", add_special_tokens=False)["input_ids"])
     assert len(context) > 2 * 4
-    for prefix in (b"\n    x = 1\n    re", b"\n  \n"):
-        fast = gemma_lm().next_byte_logprobs(prefix, context)
-        slow = gemma_lm(split=False).next_byte_logprobs(prefix, context)
-        assert torch.allclose(fast.exp(), slow.exp(), atol=1e-12)
+    prefix = b"\n    x = 1\n    re"  # a newline run, a line, then a cut inside a token
+    fast = gemma_lm().next_byte_logprobs(prefix, context)
+    slow = gemma_lm(split=False).next_byte_logprobs(prefix, context)
+    assert torch.allclose(fast.exp(), slow.exp(), atol=1e-12)
     assert gemma_lm()._head(b"\n    x = 1\n    re")[1] == len(b"\n    x = 1\n")
 
 
