@@ -31,6 +31,7 @@ from kvpress.presses.base_press import BasePress
 from transformers import DynamicCache
 
 from tokenworks.ids import as_ids, check_count, check_ratio
+from tokenworks.models.loader import sliding_attention
 from tokenworks.kvcache.ems import EMSPress
 from tokenworks.kvcache.streamingllm import StreamingLLMPress
 
@@ -69,15 +70,11 @@ def _full_attention_only(model) -> None:
     compress every layer of a causal LM (they skip Gemma-3's sliding layers only in
     ``Gemma3ForConditionalGeneration``), and a sliding layer's mask indexes its cache by
     position, which a compressed cache no longer is."""
-    config = model.config
-    types = getattr(config, "layer_types", None)
-    window = getattr(config, "sliding_window", None)
-    sliding = sorted({t for t in types if t != "full_attention"}) if types else []
-    if sliding or (not types and window is not None):
-        raise ValueError(f"a press cannot compress sliding-window attention: {type(model).__name__} has "
-                         f"sliding_window={window}, layer types {sliding or 'unset'}, and the press would "
-                         "compress those layers too, whose masks index the cache by position. Use a model "
-                         "whose layers all attend in full (e.g. smollm2-135m), or no press")
+    sliding = sliding_attention(model)
+    if sliding:
+        raise ValueError(f"a press cannot compress sliding-window attention: {sliding}, and the press "
+                         "would compress those layers too, whose masks index the cache by position. Use a "
+                         "model whose layers all attend in full (e.g. smollm2-135m), or no press")
 
 
 @contextlib.contextmanager

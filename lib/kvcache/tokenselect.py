@@ -38,6 +38,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 from tokenworks.ids import check_count
+from tokenworks.models.loader import sliding_attention
 from tokenworks.kernels.tokenselect import (gathered_decode_attention,
                                             gathered_decode_attention_reference, qk_scores,
                                             qk_scores_reference)
@@ -138,15 +139,11 @@ def _check_attention(model) -> None:
     """Refuse what the selection would ignore: sliding-window layers (``layer_types`` other than
     full attention, or a ``sliding_window`` where the config has no layer types, as Mistral)
     and attention-logit softcapping (Gemma 2)."""
-    config = model.config
-    types = getattr(config, "layer_types", None)
-    window = getattr(config, "sliding_window", None)
-    other = sorted({t for t in types if t != "full_attention"}) if types else []
-    if other or (not types and window is not None):
+    sliding = sliding_attention(model)
+    if sliding:
         raise ValueError(f"TokenSelect selects over the whole cache, so it cannot honour sliding-window "
-                         f"attention: {type(model).__name__} has sliding_window={window}, layer types "
-                         f"{other or 'unset'}. Use a model whose layers all attend in full")
-    cap = getattr(config, "attn_logit_softcapping", None)
+                         f"attention: {sliding}. Use a model whose layers all attend in full")
+    cap = getattr(model.config, "attn_logit_softcapping", None)
     if cap is not None:
         raise ValueError(f"TokenSelect's attention does not apply attention-logit softcapping "
                          f"({type(model).__name__} has attn_logit_softcapping={cap}): use a model without it")

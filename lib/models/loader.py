@@ -95,6 +95,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def sliding_attention(model) -> str | None:
+    """What makes ``model`` attend through a sliding window, or None when every layer attends in
+    full: ``layer_types`` other than full attention (Gemma-3), or a ``sliding_window`` where the
+    config has no layer types (Mistral)."""
+    config = model.config
+    types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    other = sorted({t for t in types if t != "full_attention"}) if types else []
+    if other or (not types and window is not None):
+        return f"{type(model).__name__} has sliding_window={window}, layer types {other or 'unset'}"
+    return None
+
+
 def _is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
