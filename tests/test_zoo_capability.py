@@ -21,11 +21,11 @@ def test_texts():
     return stdlib_corpus().texts("test")
 
 
-@pytest.mark.parametrize("probe", CARD["retrieval_probes"], ids=lambda p: f"distance{p['distance']}")
+@pytest.mark.parametrize("probe", CARD["retrieval_probes"], ids=lambda p: f"{p['format']}-distance{p['distance']}")
 def test_retrieval_probe_matches_the_card(tw_code, test_texts, probe):
     model, tok = tw_code
     res = retrieval_probe(model, tok, test_texts, probe["distance"], n_probes=probe["n"],
-                          distractors=probe["distractors"])
+                          distractors=probe["distractors"], shifted=probe["format"] == "shifted")
     # greedy argmax may flip on a near-tie under another thread count: allow one probe
     assert abs(res["accuracy"] - probe["accuracy"]) <= 1 / probe["n"] + 1e-9
     assert all(abs(e["context_tokens"] - probe["distance"]) < 120 for e in res["examples"])
@@ -46,9 +46,12 @@ def test_copy_probe_matches_the_card(tw_code, test_texts):
 
 
 def test_tw_code_meets_the_retrieval_target():
-    """Issue 2's bar: at least 90% of probes at about 1,000 and about 1,900 tokens."""
-    assert {p["distance"] for p in CARD["retrieval_probes"]} == {1000, 1900}
-    assert all(p["accuracy"] >= 0.9 and p["n"] >= 20 for p in CARD["retrieval_probes"])
+    """Issue 2's bar: at least 90% of probes at about 1,000 and about 1,900 tokens, in the
+    curriculum's format; the card also holds the shifted format at both distances (0% there:
+    the README says what that means)."""
+    formats = {f: {p["distance"]: p for p in CARD["retrieval_probes"] if p["format"] == f} for f in ("card", "shifted")}
+    assert set(formats["card"]) == set(formats["shifted"]) == {1000, 1900}
+    assert all(p["accuracy"] >= 0.9 and p["n"] >= 20 for p in formats["card"].values())
 
 
 def test_tw_arith_is_right_often_but_not_always():
