@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -72,16 +73,18 @@ def child_env(threads: int, config_path: Path) -> dict[str, str]:
 
 
 def execute(python: str, notebook: str, out: str, params: dict, timeout: float,
-            env: dict[str, str]) -> tuple[bool, float, str]:
-    """Run ``notebook`` with papermill into ``out``; (ok, seconds, error note). Self-contained:
-    it is also the body of a Ray task, on whichever node the cluster picks."""
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+            env: dict[str, str], cwd: str, cpus: list[int] | None = None) -> tuple[bool, float, str]:
+    """Run ``notebook`` with papermill into ``out`` from ``cwd`` (paths relative to it stay
+    relative in the executed notebook's metadata), on the cores ``cpus`` if given; (ok,
+    seconds, error note). Self-contained: it is also the body of a Ray task."""
+    (Path(cwd) / out).parent.mkdir(parents=True, exist_ok=True)
     cmd = [python, "-m", "papermill", notebook, out, "-y", yaml.safe_dump(params),
            "-k", "python3", "--cwd", str(Path(notebook).parent), "--no-progress-bar"]
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     start = time.time()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **env})
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                              env={**os.environ, **env}, preexec_fn=pin)
         ok, note = proc.returncode == 0, (proc.stderr.strip().splitlines() or [""])[-1]
     except subprocess.TimeoutExpired:
         ok, note = False, f"timed out after {timeout} s"
@@ -111,15 +114,25 @@ def shown(path: Path) -> str:
 
 def run_local(phase: list, config: dict, config_path: Path, jobs: int):
     """Yield (job, (ok, seconds, note)) as runs finish, ``jobs`` at a time on this machine,
-    each with its share of the cores this process may use (its thread variables)."""
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    each pinned to its own share of the cores this process may use (so that side-by-side
+    runs do not time each other's threads)."""
+    cores = sorted(os.sched_getaffinity(0))
+    threads = max(1, len(cores) // jobs)
     env = child_env(threads, config_path)
+    free = queue.SimpleQueue()  # core sets not in use; shared cores when runs outnumber cores
+    for k in range(jobs):
+        free.put(cores[k * threads % len(cores):][:threads])
 
     def start(i, name, run, params):
         print(f"[{i}] {name}:{run} ... ({threads} thread{'s' * (threads != 1)})\n", end="", flush=True)  # one write: runs start from worker threads
-        spec, notebook = config[name], str(ROOT / config[name]["notebook"])
-        return execute(sys.executable, notebook, str(output_path(name, spec, run)),
-                       with_threads(notebook, params, threads), spec["timeout"], env)
+        spec, notebook = config[name], config[name]["notebook"]
+        cpus = free.get()
+        try:
+            return execute(sys.executable, shown(ROOT / notebook), shown(output_path(name, spec, run)),
+                           with_threads(str(ROOT / notebook), params, threads), spec["timeout"], env,
+                           str(ROOT), cpus if jobs > 1 else None)
+        finally:
+            free.put(cpus)
 
     with ThreadPoolExecutor(jobs) as pool:
         futures = {pool.submit(start, *job): job for job in phase}
@@ -148,9 +161,9 @@ def run_ray(phase: list, config: dict, config_path: Path, jobs: int):
         print(f"[{i}] {name}:{run} ... (Ray task, {resources})", flush=True)
         spec, notebook = config[name], str(ROOT / config[name]["notebook"])
         futures[task.options(**resources).remote(
-            sys.executable, notebook, str(output_path(name, spec, run)),
+            sys.executable, shown(ROOT / spec["notebook"]), shown(output_path(name, spec, run)),
             with_threads(notebook, params, resources["num_cpus"]), spec["timeout"],
-            child_env(resources["num_cpus"], config_path))] = job
+            child_env(resources["num_cpus"], config_path), str(ROOT))] = job
     while futures:
         done, _ = ray.wait(list(futures), num_returns=1)
         yield futures.pop(done[0]), ray.get(done[0])

@@ -19,10 +19,12 @@ from tokenworks.results import model_hashes, notebook_hash, tree_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 CORES = len(os.sched_getaffinity(0))
-BODY = """from tokenworks.results import save_result
+BODY = """import os
+from tokenworks.results import save_result
 import torch
 torch.set_num_threads(threads)  # as the real notebooks do: the runner must pass its share
-save_result({name!r}, config, {{"total": n * (n + 1) // 2, "threads": torch.get_num_threads()}},
+save_result({name!r}, config, {{"total": n * (n + 1) // 2, "threads": torch.get_num_threads(),
+                                 "cores": len(os.sched_getaffinity(0))}},
             {{"n": n, "model": model}})"""
 
 
@@ -91,7 +93,7 @@ def test_full_runs_go_before_smoke_runs(serial):
     assert started == ["alpha:full", "beta:full", "alpha:smoke"]
 
 
-def test_parallel_runs_write_the_same_records_each_on_its_share_of_the_cores(tiny, serial, tmp_path):
+def test_parallel_runs_write_the_same_records_each_pinned_to_its_share_of_the_cores(tiny, serial, tmp_path):
     proc = run(tiny[1], tmp_path, "-j", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     one, two = records(serial[0]), records(tmp_path)
@@ -102,6 +104,8 @@ def test_parallel_runs_write_the_same_records_each_on_its_share_of_the_cores(tin
     assert one["results/alpha/smoke.json"]["metrics"]["total"] == 3  # the notebook's default n = 2
     assert {r["metrics"]["threads"] for r in one.values()} == {CORES}
     assert {r["metrics"]["threads"] for r in two.values()} == {max(1, CORES // 2)}
+    assert {r["metrics"]["cores"] for r in one.values()} == {CORES}  # pinned to its half, side by side
+    assert {r["metrics"]["cores"] for r in two.values()} == {CORES // 2 if CORES > 1 else 1}
 
 
 def test_rerun_skips_what_is_up_to_date_and_reruns_what_changed(tiny, serial, tmp_path):
