@@ -5,8 +5,10 @@ from kvpress import KnormPress, SnapKVPress, StreamingLLMPress
 from transformers import DynamicCache
 
 from tokenworks.models.corpus import stdlib_corpus
-from tokenworks.kvcache import (EMSPress, attention_layers, continuation_nll, greedy_after, kv_bytes, method_press,
-                                needle_items, needle_rows, perplexity_rows, press_on, selecting)
+from tokenworks.kvcache import (PRESSES, EMSPress, attention_layers, capture_prefill, continuation_nll, greedy_after,
+                                kv_bytes, method_press, needle_items, needle_rows, perplexity_rows, press_on, replayable,
+                                selecting)
+from tokenworks.kvcache.harness import _prefill
 
 from conftest import micro64 as micro
 from conftest import random_ids as ids
@@ -439,13 +441,13 @@ def test_essay_needle_rows_score_the_answer_with_found_needle(monkeypatch):
     items = essay_items(tok, [200], [0.5])
     seen = []
 
-    def fake_greedy(model, context, question, max_new_tokens, press, query_aware):
-        seen.append((len(context), len(question), max_new_tokens, query_aware))
+    def fake_greedy(model, context, question, max_new_tokens, press, query_aware, prefill):
+        seen.append((len(context), len(question), max_new_tokens, query_aware, prefill.ids == items[0]["context"]))
         return tok("sandwich, dolores park", add_special_tokens=False)["input_ids"]
     monkeypatch.setattr(tasks, "greedy_after", fake_greedy)
     rows = needle_rows(model, tok, items, {"full": {}, "knorm 8": {"evict": "knorm", "budget": 8}})
     assert [r["ok"] for r in rows] == [True, True] and rows[1]["context_target"] == 200
-    assert seen == [(len(items[0]["context"]), len(items[0]["question"]), 24, False)] * 2
+    assert seen == [(len(items[0]["context"]), len(items[0]["question"]), 24, False, True)] * 2  # one shared prefill
 
 
 
@@ -475,3 +477,59 @@ def test_a_long_chunk_after_ragged_heads_scores_as_token_by_token_decoding(name)
             if i >= len(question) - 1:
                 expect.append(int(logits.argmax()))
     assert out == expect
+
+
+REPLAYED = [{}, {"streaming": 20, "n_sink": 4}] + [
+    {"evict": n, "budget": 20, **({"window_size": 4} if n in ("ems", "snapkv", "pyramidkv", "adakv") else {})}
+    for n in PRESSES if n != "h2o"]
+
+
+@pytest.mark.parametrize("spec", REPLAYED, ids=lambda s: s.get("evict") or ("streaming" if s else "full"))
+def test_a_press_on_a_captured_prefill_leaves_exactly_the_cache_of_its_own_prefill(spec):
+    """One full-cache prefill serves every press (capture_prefill): the kept keys, values,
+    head masks, bytes and logits are those of a prefill run under the press, bit for bit."""
+    model, _ = micro()
+    context = ids(80)
+    prefill = capture_prefill(model, context)
+    results = []
+    for shared in (None, prefill):
+        press = method_press(spec, 80)
+        cache, logits, held = _prefill(model, context, press, shared)
+        masks = [getattr(attn, "masked_key_indices", None) for attn in attention_layers(model)]
+        results.append((cache, logits, held, masks))
+    (direct, logits, held, masks), (replayed, logits_r, held_r, masks_r) = results
+    assert held == held_r and torch.equal(logits, logits_r)
+    for a, b in zip(direct.layers, replayed.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+    for m, m_r in zip(masks, masks_r):
+        assert (m is None and m_r is None) or all(torch.equal(x, y) for x, y in zip(m, m_r))
+    full = sum(k.numel() + v.numel() for *_, k, v in prefill.layers) * 8  # float64
+    assert (held < full) == bool(spec) or spec.get("evict") == "adakv"  # a press really evicted (AdaKV masks)
+
+
+def test_needle_and_perplexity_rows_share_one_prefill_with_the_same_answers():
+    """Rows of several presses sharing a captured prefill are the rows of each press alone;
+    H2O (attention weights) and TokenSelect still prefill for themselves."""
+    model, tok = micro()
+    items = needle_items(stdlib_corpus().texts("test"), tok, 120, [0.3], 1, seed=2)
+    methods = {"full": {}, "snapkv": {"evict": "snapkv", "budget": 24, "window_size": 4},
+               "ems": {"evict": "ems", "budget": 24, "window_size": 4}, "h2o": {"evict": "h2o", "budget": 24},
+               "select": {"select": {"top_k": 8}}}
+    together = needle_rows(model, tok, items, methods, query_aware=True)
+    alone = [r for name, m in methods.items() for r in needle_rows(model, tok, items, {name: m}, query_aware=True)]
+    key = lambda r: r["method"]
+    assert sorted(together, key=key) == sorted(alone, key=key)
+    streams = [(ids(60), ids(8, seed=3))]
+    assert (sorted(perplexity_rows(model, streams, methods), key=key)
+            == sorted([r for n, m in methods.items() for r in perplexity_rows(model, streams, {n: m})], key=key))
+
+
+def test_a_captured_prefill_is_refused_for_other_ids_or_attention_weights():
+    model, _ = micro()
+    prefill = capture_prefill(model, ids(40))
+    with pytest.raises(ValueError, match="other ids"):
+        continuation_nll(model, ids(41), ids(4), press=None, prefill=prefill)
+    with pytest.raises(ValueError, match="reads the attention weights"):
+        continuation_nll(model, ids(40), ids(4), press=method_press({"evict": "h2o", "budget": 8}, 40), prefill=prefill)
+    assert not replayable({"evict": "h2o", "budget": 8}) and not replayable({"select": {"top_k": 4}})
+    assert replayable({}) and replayable({"evict": "snapkv", "budget": 8})

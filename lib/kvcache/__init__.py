@@ -9,12 +9,13 @@
 >>> with cache_positions(model), SnapKVPress(0.5)(model):  # kvpress's own presses (and pipeline)
 ...     model(context_ids, past_key_values=cache)
 
-Methods: ``harness`` (running presses), ``streamingllm``, ``ems``, ``tokenselect``.
+Methods: ``harness`` (running presses; one ``capture_prefill`` serves many), ``streamingllm``, ``ems``, ``tokenselect``.
 Experiments: ``tasks`` (the essay needle test, code needles, key-value retrieval, hub data sets, rows), ``plots``.
 """
 from tokenworks.kvcache.ems import EMSPress
-from tokenworks.kvcache.harness import (PRESSES, attention_layers, cache_positions, continuation_nll, greedy_after,
-                                        kv_bytes, method_press, press_on, selecting)
+from tokenworks.kvcache.harness import (PRESSES, Prefill, attention_layers, cache_positions, capture_prefill,
+                                        continuation_nll, greedy_after, kv_bytes, method_press, press_on, replayable,
+                                        selecting)
 from tokenworks.kvcache.streamingllm import StreamingLLMPress, recompute_nll, rerotate, stream_nll
 from tokenworks.kvcache.tasks import (answered, essay_items, hub_items, kv_items, needle_items, needle_rows,
                                       perplexity_rows)
@@ -27,7 +28,8 @@ def __getattr__(name):  # TokenSelect imports Triton: loaded on first use
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["EMSPress", "StreamingLLMPress", "PRESSES", "attention_layers", "cache_positions", "continuation_nll",
+__all__ = ["EMSPress", "StreamingLLMPress", "PRESSES", "Prefill", "attention_layers", "cache_positions",
+           "capture_prefill", "continuation_nll", "replayable",
            "greedy_after", "kv_bytes", "method_press", "press_on", "selecting", "recompute_nll",
            "rerotate", "stream_nll", "answered", "essay_items", "hub_items", "kv_items", "needle_items",
            "needle_rows", "perplexity_rows", "token_select", "TokenSelectState"]

@@ -159,16 +159,84 @@ def press_on(model, press):
         yield
 
 
-def _prefill(model, context: list[int], press) -> tuple[DynamicCache, torch.Tensor, int]:
+class Prefill:
+    """One full-cache prefill of ``ids`` as each attention layer saw it: its keyword inputs,
+    its output, and the keys and values it cached (``capture_prefill``). kvpress compresses a
+    layer's cache in a forward hook after that layer's attention (``BasePress.forward_hook``),
+    so a press changes nothing in the prefill's own hidden states or logits; replaying the
+    hooks on what was captured (``_prefill``) leaves the cache the press would have left, from
+    one forward for every press. Not for presses that read the attention weights (H2O's
+    ``ObservedAttentionPress``, under eager attention): the capture keeps none (at 8k tokens
+    they would take gigabytes per layer)."""
+
+    def __init__(self, ids: list[int], logits: torch.Tensor, layers: list[tuple]):
+        self.ids, self.logits, self.layers = ids, logits, layers  # layers: (args, kwargs, output, keys, values)
+
+
+@torch.no_grad()
+def capture_prefill(model, ids: list[int]) -> Prefill:
+    """Prefill ``ids`` with the full cache and keep what each attention layer saw (``Prefill``)."""
+    ids = as_ids(ids, model, name="ids")
+    seen = {}
+
+    def record(module, args, kwargs, output):
+        seen[module.layer_idx] = (args, {k: v for k, v in kwargs.items() if k != "past_key_values"},
+                                  (output[0], None, *output[2:]))
+    layers = attention_layers(model)
+    hooks = [attn.register_forward_hook(record, with_kwargs=True) for attn in layers]
+    cache = DynamicCache()
+    try:
+        logits = model(torch.tensor([ids], device=next(model.parameters()).device), past_key_values=cache).logits[0, -1]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return Prefill(ids, logits, [(*seen[attn.layer_idx], layer.keys, layer.values)
+                                 for attn, layer in zip(layers, cache.layers)])
+
+
+def _replay(model, prefill: Prefill, cache: DynamicCache) -> None:
+    """Call every attention layer, hooks and all, with what it saw at ``prefill``, its forward
+    replaced by the work it did then: caching the captured keys and values into ``cache``."""
+    for attn, (args, kwargs, output, keys, values) in zip(attention_layers(model), prefill.layers):
+        def forward(*_, past_key_values, **__):
+            past_key_values.update(keys.clone(), values.clone(), attn.layer_idx)
+            return output
+        attn.forward = forward  # an instance attribute: nn.Module.__call__ runs the hooks around it
+        try:
+            attn(*args, **kwargs, past_key_values=cache)
+        finally:
+            del attn.forward
+
+
+def _prefill(model, context: list[int], press, prefill: Prefill | None = None) -> tuple[DynamicCache, torch.Tensor, int]:
     """The cache of ``context`` compressed by ``press``, the logits after it [V], and the KV
-    bytes the press left (before ``_equal_lengths``)."""
+    bytes the press left (before ``_equal_lengths``); from ``prefill`` (``capture_prefill``
+    of the same ids) without a forward where one is given."""
+    if prefill is not None and prefill.ids != list(context):
+        raise ValueError(f"the captured prefill holds {len(prefill.ids)} other ids than the "
+                         f"{len(context)}-token prefill asked for: capture_prefill those ids")
+    if prefill is not None and _reads_attention(press):
+        raise ValueError(f"{type(press).__name__} reads the attention weights, which a captured prefill "
+                         "does not keep: run it without one")
     cache = DynamicCache()
     with press_on(model, press):
-        x = torch.tensor([context], device=next(model.parameters()).device)
-        logits = model(x, past_key_values=cache).logits[0, -1]
+        if prefill is None:
+            x = torch.tensor([context], device=next(model.parameters()).device)
+            logits = model(x, past_key_values=cache).logits[0, -1]
+        else:
+            _replay(model, prefill, cache)
+            logits = prefill.logits
     held = kv_bytes(cache)
     _equal_lengths(model, cache)
     return cache, logits, held
+
+
+def _reads_attention(press) -> bool:
+    """Whether ``press`` or a press it wraps is H2O's, which scores by attention weights."""
+    if isinstance(press, kvpress.ObservedAttentionPress):
+        return True
+    return any(_reads_attention(p) for p in (getattr(press, "presses", None) or [getattr(press, "press", None)])
+               if p is not None)
 
 
 def _equal_lengths(model, cache: DynamicCache) -> None:
@@ -219,14 +287,16 @@ def kv_bytes(cache: DynamicCache) -> int:
 
 
 @torch.no_grad()
-def continuation_nll(model, context: list[int], target: list[int], press=None) -> tuple[torch.Tensor, int]:
-    """Prefill ``context`` under ``press``, then score ``target`` (teacher forcing, one
-    forward, at its true positions); ids as lists or tensors (``tokenworks.ids.as_ids``).
+def continuation_nll(model, context: list[int], target: list[int], press=None,
+                     prefill: Prefill | None = None) -> tuple[torch.Tensor, int]:
+    """Prefill ``context`` under ``press`` (or compress ``prefill``, a ``capture_prefill`` of
+    ``context``), then score ``target`` (teacher forcing, one forward, at its true
+    positions); ids as lists or tensors (``tokenworks.ids.as_ids``).
     Returns the negative log-likelihood of every target token [len(target)] (float64) and
     the KV bytes held after compression."""
     context, target = as_ids(context, model, name="context"), as_ids(target, model, name="target")
     device = next(model.parameters()).device
-    cache, first, held = _prefill(model, context, press)
+    cache, first, held = _prefill(model, context, press, prefill)
     logits = [first[None]]
     if len(target) > 1:
         logits.append(_forward(model, cache, target[:-1], len(context)))
@@ -236,18 +306,19 @@ def continuation_nll(model, context: list[int], target: list[int], press=None) -
 
 @torch.no_grad()
 def greedy_after(model, context: list[int], question: list[int], press=None,
-                 max_new_tokens: int = 8, query_aware: bool = False) -> list[int]:
+                 max_new_tokens: int = 8, query_aware: bool = False, prefill: Prefill | None = None) -> list[int]:
     """Prefill ``context`` under ``press`` (compressed), then feed ``question`` uncompressed
     and decode greedily, all at true positions (kvpress's pipeline). ``query_aware``: the
     question is prefilled and compressed with the context (SnapKV's and EMS's setting, where
-    the observation window holds the question). Ids as lists or tensors
+    the observation window holds the question). ``prefill``: a ``capture_prefill`` of what is
+    prefilled, compressed instead of a new forward. Ids as lists or tensors
     (``tokenworks.ids.as_ids``). Returns the new ids."""
     context, question = as_ids(context, model, name="context"), as_ids(question, model, name="question")
     check_count("max_new_tokens", max_new_tokens)
     if query_aware:
-        cache, logits, _ = _prefill(model, context + question, press)
+        cache, logits, _ = _prefill(model, context + question, press, prefill)
     else:
-        cache, _, _ = _prefill(model, context, press)
+        cache, _, _ = _prefill(model, context, press, prefill)
         logits = _forward(model, cache, question, len(context))[-1]
     at, out = len(context) + len(question), [int(logits.argmax())]
     while len(out) < max_new_tokens:
@@ -304,6 +375,14 @@ def method_press(method: dict, context_len: int):
     # rounds T * (1 - ratio) instead, so it is given the budget itself
     half = 0.0 if method["evict"] in _ROUNDING else 0.5
     return _PRESS_MAKERS[method["evict"]](compression_ratio=1 - (budget + half) / context_len, **options)
+
+
+def replayable(method: dict) -> bool:
+    """Whether a method spec's cache can come from a shared ``capture_prefill``: the full cache
+    and the presses of ``PRESSES`` but H2O (which reads attention weights); not TokenSelect
+    (it selects inside the prefill's attention) or an arbitrary ``{"press": p}``."""
+    kind = _spec_kind(method)
+    return kind is None or kind == "streaming" or (kind == "evict" and method["evict"] != "h2o")
 
 
 # the method a spec names, by key, and the other keys each kind takes (an evict spec: also its press's options)

@@ -11,7 +11,8 @@ import random
 from tqdm import tqdm
 
 from tokenworks.benchmarks import found_needle, needle_prompt
-from tokenworks.kvcache.harness import continuation_nll, greedy_after, method_press, selecting
+from tokenworks.kvcache.harness import (capture_prefill, continuation_nll, greedy_after, method_press, replayable,
+                                        selecting)
 from tokenworks.models.zoo import filler_lines
 
 
@@ -162,15 +163,18 @@ def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict],
     """Greedy answers to ``essay_items``, ``needle_items``, ``kv_items`` or ``hub_items`` under
     every method spec (see ``method_press``, ``selecting``); one row per (item, method) with ``ok`` and, for TokenSelect, the share of
     the visible cache that the question's and answer's queries read and of their selections
-    that were reused (``_selection``)."""
+    that were reused (``_selection``). One full-cache prefill per item serves every
+    ``replayable`` method (``capture_prefill``)."""
     rows = []
     for i, item in enumerate(tqdm(items, desc="needles", mininterval=10)):
         n_new = item.get("max_new_tokens") or len(tokenizer(item["answer"])["input_ids"]) + 1
-        prefill = len(item["context"]) + (len(item["question"]) if query_aware else 0)
+        prefilled = item["context"] + (item["question"] if query_aware else [])
+        shared = _shared(model, prefilled, methods)
         for name, method in methods.items():
             with selecting(model, method) as state:
                 out = greedy_after(model, item["context"], item["question"], max_new_tokens=n_new,
-                                   press=method_press(method, prefill), query_aware=query_aware)
+                                   press=method_press(method, len(prefilled)), query_aware=query_aware,
+                                   prefill=shared if replayable(method) else None)
             rows.append({"item": i, "method": name, "context": len(item["context"]),
                          "context_target": item.get("context_tokens"), "depth": item["depth"],
                          "ok": answered(tokenizer.decode(out), item), **_selection(state)})
@@ -179,12 +183,20 @@ def needle_rows(model, tokenizer, items: list[dict], methods: dict[str, dict],
 
 def perplexity_rows(model, streams: list[tuple[list[int], list[int]]], methods: dict[str, dict]) -> list[dict]:
     """NLL of each (context, target) stream's target under every method spec, with the KV
-    bytes held after the prefill and TokenSelect's ``_selection`` shares."""
+    bytes held after the prefill and TokenSelect's ``_selection`` shares; one full-cache
+    prefill per stream for every ``replayable`` method."""
     rows = []
     for i, (context, target) in enumerate(tqdm(streams, desc="perplexity", mininterval=10)):
+        shared = _shared(model, context, methods)
         for name, method in methods.items():
             with selecting(model, method) as state:
-                nll, held = continuation_nll(model, context, target, press=method_press(method, len(context)))
+                nll, held = continuation_nll(model, context, target, press=method_press(method, len(context)),
+                                             prefill=shared if replayable(method) else None)
             rows.append({"stream": i, "method": name, "nll": nll.mean().item(), "tokens": len(target),
                          "kv_bytes": held, **_selection(state)})
     return rows
+
+
+def _shared(model, ids: list[int], methods: dict[str, dict]):
+    """A ``capture_prefill`` of ``ids`` where two or more methods can share it, else None."""
+    return capture_prefill(model, ids) if sum(map(replayable, methods.values())) > 1 else None
