@@ -8,7 +8,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from tokenworks.kvcache import StreamingLLMPress as OurStreamingLLM
 from tokenworks.kvcache import (continuation_nll, greedy_after, kv_bytes, method_press, press_on, recompute_nll,
-                                rerotate, stream_nll)
+                                rerotate, stream_nll, stream_nlls)
 
 from conftest import micro64 as micro
 from conftest import random_ids as ids
@@ -201,3 +201,20 @@ def test_recomputation_subsample_scores_every_stride_th_token():
     torch.testing.assert_close(third[::3], every[::3], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="stride"):
         recompute_nll(model, seq, window=8, stride=0)
+
+
+def test_sink_counts_side_by_side_score_as_each_stream_alone():
+    """stream_nlls batches sink counts of one capacity: each row is stream_nll with that
+    many sinks (float64: the batch changes no more than the summation order)."""
+    model, _ = micro()
+    stream, capacity = ids(70, seed=8), 24
+    rows = stream_nlls(model, stream, [0, 1, 4], capacity, chunk=16)
+    assert rows.shape == (3, 69)
+    for row, n in zip(rows, [0, 1, 4]):
+        torch.testing.assert_close(row, stream_nll(model, stream, n_sink=n, window=capacity - n, chunk=16),
+                                   atol=1e-10, rtol=0)
+    assert not torch.allclose(rows[0], rows[2], atol=1e-3)  # the sinks change the scores
+    with pytest.raises(ValueError, match="no recent window"):
+        stream_nlls(model, stream, [0, 24], capacity)
+    with pytest.raises(ValueError, match="at least one sink count"):
+        stream_nlls(model, stream, [], capacity)

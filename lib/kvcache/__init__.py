@@ -16,7 +16,7 @@ from tokenworks.kvcache.ems import EMSPress
 from tokenworks.kvcache.harness import (PRESSES, Prefill, attention_layers, cache_positions, capture_prefill,
                                         continuation_nll, greedy_after, kv_bytes, method_press, press_on, replayable,
                                         selecting)
-from tokenworks.kvcache.streamingllm import StreamingLLMPress, recompute_nll, rerotate, stream_nll
+from tokenworks.kvcache.streamingllm import StreamingLLMPress, recompute_nll, rerotate, stream_nll, stream_nlls
 from tokenworks.kvcache.tasks import (answered, essay_items, hub_items, kv_items, needle_items, needle_rows,
                                       perplexity_rows)
 
@@ -31,5 +31,5 @@ def __getattr__(name):  # TokenSelect imports Triton: loaded on first use
 __all__ = ["EMSPress", "StreamingLLMPress", "PRESSES", "Prefill", "attention_layers", "cache_positions",
            "capture_prefill", "continuation_nll", "replayable",
            "greedy_after", "kv_bytes", "method_press", "press_on", "selecting", "recompute_nll",
-           "rerotate", "stream_nll", "answered", "essay_items", "hub_items", "kv_items", "needle_items",
+           "rerotate", "stream_nll", "stream_nlls", "answered", "essay_items", "hub_items", "kv_items", "needle_items",
            "needle_rows", "perplexity_rows", "token_select", "TokenSelectState"]

@@ -1,7 +1,8 @@
 """StreamingLLM (Xiao et al., ICLR 2024, arXiv 2309.17453): attention sinks.
 
 ``StreamingLLMPress`` compresses a prefilled cache once (kvpress's interface); ``stream_nll``
-is the paper's streaming setting (evict at every step, positions inside the cache);
+is the paper's streaming setting (evict at every step, positions inside the cache), and
+``stream_nlls`` runs several sink counts of one capacity side by side;
 ``recompute_nll`` is its sliding-window-with-re-computation baseline.
 """
 from __future__ import annotations
@@ -68,7 +69,6 @@ def rerotate(model, keys: torch.Tensor, shift: int) -> torch.Tensor:
     return keys * cos[:, None] + rotate_half(keys) * sin[:, None]
 
 
-@torch.no_grad()
 def stream_nll(model, ids: list[int], n_sink: int, window: int, desc: str = "stream",
                chunk: int = 256) -> torch.Tensor:
     """Negative log-likelihood of ``ids[1:]`` fed one token at a time through a cache of at
@@ -78,36 +78,60 @@ def stream_nll(model, ids: list[int], n_sink: int, window: int, desc: str = "str
     ``window >= len(ids)`` is the full cache. Until the cache is first full nothing leaves, so
     those tokens go through as a prefill, ``chunk`` at a time (the same math, in another
     summation order). [len(ids) - 1] float64."""
+    check_count("n_sink", n_sink, 0), check_count("window", window, 1)
+    return stream_nlls(model, ids, [n_sink], n_sink + window, desc, chunk)[0]
+
+
+@torch.no_grad()
+def stream_nlls(model, ids: list[int], sinks: list[int], capacity: int, desc: str = "stream",
+                chunk: int = 256) -> torch.Tensor:
+    """``stream_nll`` of one stream under several sink counts at one cache ``capacity`` (sinks
+    included), side by side as the rows of one batch: every row holds ``capacity`` entries,
+    so one forward per token serves them all (decoding a small model is bound by reading its
+    weights, which a batch shares). The rows are the same until the cache is first full: that
+    part is one prefill, ``chunk`` tokens at a time, copied to every row.
+    [len(sinks), len(ids) - 1] float64."""
     ids = as_ids(ids, model, name="ids")
-    check_count("n_sink", n_sink, 0), check_count("window", window, 1), check_count("chunk", chunk, 1)
+    check_count("capacity", capacity, 1), check_count("chunk", chunk, 1)
+    if not sinks:
+        raise ValueError("sinks: give at least one sink count")
+    for n in sinks:
+        check_count("a sink count", n, 0)
+        if n >= capacity:
+            raise ValueError(f"{n} sinks leave no recent window in a {capacity}-entry cache: "
+                             "give sink counts below the capacity")
     if len(ids) < 2:
         raise ValueError(f"a stream needs at least 2 tokens (one to predict), got {len(ids)}")
     device = next(model.parameters()).device
-    capacity, cache, out = n_sink + window, DynamicCache(), []
+    cache, out, rows = DynamicCache(), [], len(sinks)
     target = torch.tensor(ids[1:], device=device)
     fill = min(capacity, len(ids) - 1)
-    for lo in range(0, fill, chunk):  # prefill: positions 0..fill-1
+    for lo in range(0, fill, chunk):  # prefill: positions 0..fill-1, one row
         hi = min(lo + chunk, fill)
         logits = model(torch.tensor([ids[lo:hi]], device=device), past_key_values=cache,
                        position_ids=torch.arange(lo, hi, device=device)[None]).logits[0]
-        out.append(-torch.log_softmax(logits.double(), -1).gather(1, target[lo:hi, None])[:, 0])
+        out.append(-torch.log_softmax(logits.double(), -1).gather(1, target[lo:hi, None])[:, 0].expand(rows, -1))
+    for layer in cache.layers:  # [1, Hkv, fill, D] -> [rows, Hkv, fill, D]
+        layer.keys, layer.values = layer.keys.repeat(rows, 1, 1, 1), layer.values.repeat(rows, 1, 1, 1)
     for i in tqdm(range(fill, len(ids) - 1), desc=desc, mininterval=10, leave=False):
-        _evict_when_full(model, cache, n_sink, capacity)
-        position = cache.get_seq_length()
-        logits = model(torch.tensor([[ids[i]]], device=device), past_key_values=cache,
-                       position_ids=torch.tensor([[position]], device=device)).logits[0, -1]
-        out.append(-torch.log_softmax(logits.double(), -1)[ids[i + 1]][None])
-    _evict_when_full(model, cache, n_sink, capacity)  # the cache ends with room for one more
-    return torch.cat(out).cpu()
+        _evict_when_full(model, cache, sinks, capacity)
+        position = torch.full((rows, 1), cache.get_seq_length(), device=device)
+        logits = model(torch.full((rows, 1), ids[i], device=device), past_key_values=cache,
+                       position_ids=position).logits[:, -1]
+        out.append(-torch.log_softmax(logits.double(), -1)[:, ids[i + 1]][:, None])
+    _evict_when_full(model, cache, sinks, capacity)  # the cache ends with room for one more
+    return torch.cat(out, 1).cpu()
 
 
-def _evict_when_full(model, cache: DynamicCache, n_sink: int, capacity: int) -> None:
-    """A full cache drops its oldest entry after the sinks; the later keys move one position back."""
+def _evict_when_full(model, cache: DynamicCache, sinks: list[int], capacity: int) -> None:
+    """A full cache drops, in each row, its oldest entry after that row's sinks; the later keys
+    move one position back."""
     if cache.get_seq_length() < capacity:
         return
     for layer in cache.layers:
-        layer.keys = torch.cat([layer.keys[:, :, :n_sink], rerotate(model, layer.keys[:, :, n_sink + 1:], -1)], 2)
-        layer.values = torch.cat([layer.values[:, :, :n_sink], layer.values[:, :, n_sink + 1:]], 2)
+        keys = [torch.cat([k[:, :n], rerotate(model, k[None, :, n + 1:], -1)[0]], 1) for k, n in zip(layer.keys, sinks)]
+        values = [torch.cat([v[:, :n], v[:, n + 1:]], 1) for v, n in zip(layer.values, sinks)]
+        layer.keys, layer.values = torch.stack(keys), torch.stack(values)
 
 
 @torch.no_grad()
