@@ -508,13 +508,15 @@ def test_a_press_on_a_captured_prefill_leaves_exactly_the_cache_of_its_own_prefi
 
 
 def test_needle_and_perplexity_rows_share_one_prefill_with_the_same_answers():
-    """Rows of several presses sharing a captured prefill are the rows of each press alone;
-    H2O (attention weights) and TokenSelect still prefill for themselves."""
+    """Rows of several methods sharing a captured prefill are the rows of each method alone
+    (which prefills for itself), TokenSelect's read and reuse shares included; H2O (attention
+    weights) always prefills for itself."""
     model, tok = micro()
     items = needle_items(stdlib_corpus().texts("test"), tok, 120, [0.3], 1, seed=2)
     methods = {"full": {}, "snapkv": {"evict": "snapkv", "budget": 24, "window_size": 4},
                "ems": {"evict": "ems", "budget": 24, "window_size": 4}, "h2o": {"evict": "h2o", "budget": 24},
-               "select": {"select": {"top_k": 8}}}
+               "select": {"select": {"top_k": 8, "n_sink": 2, "n_local": 4}},
+               "select+cache": {"select": {"top_k": 8, "n_sink": 2, "n_local": 4, "threshold": 0.5}}}
     together = needle_rows(model, tok, items, methods, query_aware=True)
     alone = [r for name, m in methods.items() for r in needle_rows(model, tok, items, {name: m}, query_aware=True)]
     key = lambda r: r["method"]
@@ -531,5 +533,5 @@ def test_a_captured_prefill_is_refused_for_other_ids_or_attention_weights():
         continuation_nll(model, ids(41), ids(4), press=None, prefill=prefill)
     with pytest.raises(ValueError, match="reads the attention weights"):
         continuation_nll(model, ids(40), ids(4), press=method_press({"evict": "h2o", "budget": 8}, 40), prefill=prefill)
-    assert not replayable({"evict": "h2o", "budget": 8}) and not replayable({"select": {"top_k": 4}})
-    assert replayable({}) and replayable({"evict": "snapkv", "budget": 8})
+    assert not replayable({"evict": "h2o", "budget": 8}) and not replayable({"press": SnapKVPress(0.5)})
+    assert replayable({}) and replayable({"evict": "snapkv", "budget": 8}) and replayable({"select": {"top_k": 4}})

@@ -378,11 +378,11 @@ def method_press(method: dict, context_len: int):
 
 
 def replayable(method: dict) -> bool:
-    """Whether a method spec's cache can come from a shared ``capture_prefill``: the full cache
-    and the presses of ``PRESSES`` but H2O (which reads attention weights); not TokenSelect
-    (it selects inside the prefill's attention) or an arbitrary ``{"press": p}``."""
+    """Whether a method spec's cache can come from a shared ``capture_prefill``: the full cache,
+    TokenSelect (its first prefill attends in full, through the same SDPA call) and the presses
+    of ``PRESSES`` but H2O (which reads attention weights); not an arbitrary ``{"press": p}``."""
     kind = _spec_kind(method)
-    return kind is None or kind == "streaming" or (kind == "evict" and method["evict"] != "h2o")
+    return kind in (None, "streaming", "select") or (kind == "evict" and method["evict"] != "h2o")
 
 
 # the method a spec names, by key, and the other keys each kind takes (an evict spec: also its press's options)
