@@ -218,3 +218,12 @@ def test_sink_counts_side_by_side_score_as_each_stream_alone():
         stream_nlls(model, stream, [0, 24], capacity)
     with pytest.raises(ValueError, match="at least one sink count"):
         stream_nlls(model, stream, [], capacity)
+
+
+def test_recomputation_from_start_scores_only_the_later_tokens():
+    model, _ = micro()
+    seq = ids(30, seed=9)
+    whole, later = recompute_nll(model, seq, window=8, batch=4), recompute_nll(model, seq, window=8, batch=4, start=12)
+    assert later[:12].isnan().all() and torch.allclose(later[12:], whole[12:], atol=1e-10)
+    with pytest.raises(ValueError, match="start"):
+        recompute_nll(model, seq, window=8, start=29)

@@ -135,18 +135,20 @@ def _evict_when_full(model, cache: DynamicCache, sinks: list[int], capacity: int
 
 
 @torch.no_grad()
-def recompute_nll(model, ids: list[int], window: int, batch: int = 32, stride: int = 1) -> torch.Tensor:
+def recompute_nll(model, ids: list[int], window: int, batch: int = 32, stride: int = 1,
+                  start: int = 0) -> torch.Tensor:
     """Sliding window with re-computation (the StreamingLLM paper's quality baseline): token
     ``i + 1`` is predicted from a fresh forward over the last ``window`` tokens ``ids[i+1-window:
     i+1]``, at positions ``0..window-1``, with no cache. Windows run ``batch`` at a time (the
     same math as one at a time; time it with ``batch=1``). It costs ``window`` token-forwards per
     token: ``stride > 1`` scores only every ``stride``-th token (a subsample of the positions,
-    NaN elsewhere). [len(ids) - 1] float64."""
-    if window < 1 or batch < 1 or stride < 1:
-        raise ValueError(f"need window, batch and stride >= 1, got window={window}, batch={batch}, "
-                         f"stride={stride}")
+    NaN elsewhere), and ``start`` none before ``ids[start + 1]`` (to time full windows only).
+    [len(ids) - 1] float64."""
+    if window < 1 or batch < 1 or stride < 1 or not 0 <= start < len(ids) - 1:
+        raise ValueError(f"need window, batch and stride >= 1 and 0 <= start < len(ids) - 1, got "
+                         f"window={window}, batch={batch}, stride={stride}, start={start}")
     device = next(model.parameters()).device
-    scored = list(range(0, len(ids) - 1, stride))
+    scored = list(range(start, len(ids) - 1, stride))
     out = torch.full((len(ids) - 1,), float("nan"), dtype=torch.float64)
     for lo in tqdm(range(0, len(scored), batch), desc="recompute", mininterval=10, leave=False):
         ends = scored[lo:lo + batch]  # predict ids[e + 1] from ids[..e]
