@@ -10,8 +10,8 @@ from tokenworks.bytelevel.bytelm import ByteLM, decode_bytes
 
 
 class ByteEnsemble:
-    """Models with different tokenizers averaged in byte space (the paper's ensemble, §1.5 of
-    the notes): P(b | x) = sum_i w_i P_i(b | x), each member exact as in ``ByteLM``."""
+    """Models with different tokenizers averaged in byte space (the paper's byte-level
+    ensemble): P(b | x) = sum_i w_i P_i(b | x), each member exact as in ``ByteLM``."""
 
     def __init__(self, members: list[ByteLM], weights: list[float] | None = None):
         if len(members) < 2:
