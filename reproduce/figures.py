@@ -27,7 +27,7 @@ FIGURES = {"tensorbleu": {"speedup": metrics_plots.tensorbleu_speedup},
            "cntp": {"accuracy_cost": decoding_plots.cntp_accuracy_cost},
            "bytelevel": {"fim": bytelevel_plots.bytelevel_fim},
            "streamingllm": {"budget": kvcache_plots.streamingllm_budget, "stream": kvcache_plots.streamingllm_stream},
-           "ems": {"budget": kvcache_plots.ems_budget, "needle": kvcache_plots.ems_needle},
+           "ems": {"budget": kvcache_plots.ems_budget, "needle": kvcache_plots.ems_needle, "essay": kvcache_plots.essay_needle},
            "tokenselect": {"needle": kvcache_plots.tokenselect_needle, "budget": kvcache_plots.tokenselect_budget,
                            "attention_time": kvcache_plots.tokenselect_attention_time,
                            "essay": kvcache_plots.essay_needle}}
