@@ -41,11 +41,11 @@ $(KVPRESS_TESTS)/tests: requirements-nodeps.txt $(VENV)/.installed
 # Unit tests, Triton kernels in interpreter mode, kvpress's tests against our presses through
 # the adapter tests/kvpress_suite/adapter.py (copied in as their root conftest.py), nbval on the notebooks.
 test: venv $(KVPRESS_TESTS)/tests
-	TRITON_INTERPRET=1 $(PY) -m pytest tests
+	TRITON_INTERPRET=1 $(PY) -m pytest --durations=15 tests
 	cp tests/kvpress_suite/adapter.py $(KVPRESS_TESTS)/conftest.py && printf '[pytest]\naddopts = -p no:cacheprovider\n' \
 	  > $(KVPRESS_TESTS)/pytest.ini && cd $(KVPRESS_TESTS) && $(abspath $(PY)) -m pytest tests
 	out=$$(mktemp -d) && TOKENWORKS_OUT=$$out TRITON_INTERPRET=1 \
-	  $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	  $(PY) -m pytest --durations=10 --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	  -p no:cacheprovider notebooks/
 
 lab: venv

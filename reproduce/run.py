@@ -9,7 +9,9 @@
 Full runs go first, smoke runs last: a smoke run rewrites notebooks/<name>.ipynb, which a
 full run after it would record as dirty. A run whose results record has its parameters and
 the current hashes of its code and models (tokenworks.results) is skipped as up to date,
-unless --force. Figures and README tables are redrawn for the repository's own config.
+unless --force. Each run that succeeds leaves its wall time in results/run_times.json (with
+the commit, the runs side by side and the cores), which the README's time for `make
+reproduce` is taken from. Figures and README tables are redrawn for the repository's own config.
 Exits 2 for unknown notebook or run names, 1 if any run failed (the others still run).
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from tokenworks.models import ZOO, ZOO_DIR
-from tokenworks.results import code_hashes, model_hashes, out_dir, reproductions
+from tokenworks.results import code_hashes, model_hashes, out_dir, provenance, reproductions
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "reproduce/config.yaml"
@@ -101,6 +103,17 @@ def with_threads(notebook: str, params: dict, threads: int) -> dict:
                  if "parameters" in c.metadata.get("tags", [])), None)
     declared = cell is not None and any(line.startswith("threads:") for line in cell.source.splitlines())
     return {**params, "threads": threads} if declared and "threads" not in params else params
+
+
+def record_time(run: str, seconds: float, jobs: int, ray: bool) -> None:
+    """Keep the wall time of a run that succeeded in ``results/run_times.json``."""
+    path = out_dir("results") / "run_times.json"
+    times = json.loads(path.read_text()) if path.exists() else {}
+    prov = provenance()
+    times[run] = {"seconds": round(seconds), "side_by_side": jobs, "ray": ray, "cpus": len(os.sched_getaffinity(0)),
+                  "commit": prov["commit"], "time": prov["time"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
 
 
 def output_path(name: str, spec: dict, run: str) -> Path:
@@ -210,6 +223,8 @@ def main(argv=None) -> int:
                 note = note or shown(output_path(name, config[name], run))
                 print(f"[{i}] {name}:{run} {'ok' if ok else 'FAILED'} in {seconds:.0f} s  {note}\n", end="", flush=True)
                 rows.append((f"{name}:{run}", "ok" if ok else "FAILED", f"{seconds:.0f} s", note))
+                if ok:
+                    record_time(f"{name}:{run}", seconds, args.jobs, bool(args.ray))
     finally:
         if args.ray and todo:
             ray.shutdown()

@@ -93,6 +93,12 @@ def test_full_runs_go_before_smoke_runs(serial):
     assert started == ["alpha:full", "beta:full", "alpha:smoke"]
 
 
+def test_each_run_that_succeeds_leaves_its_wall_time(serial):
+    times = json.loads((serial[0] / "results/run_times.json").read_text())
+    assert sorted(times) == ["alpha:full", "alpha:smoke", "beta:full"]
+    assert all(t["seconds"] > 0 and t["side_by_side"] == 1 and t["cpus"] == CORES for t in times.values())
+
+
 def test_parallel_runs_write_the_same_records_each_pinned_to_its_share_of_the_cores(tiny, serial, tmp_path):
     proc = run(tiny[1], tmp_path, "-j", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
