@@ -35,6 +35,9 @@ from tokenworks.results import code_hashes, model_hashes, out_dir, provenance, r
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "reproduce/config.yaml"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # torch reads the first two
+# third-party warnings that would print the venv's path into committed notebooks: tqdm's
+# fallback from widgets to text, genlm-bytes' use of torch's sparse tensors
+QUIET = ("IProgress not found", "Sparse invariant checks", "Sparse CSR tensor support")
 PASSED_ON = ("TOKENWORKS_OUT", "TOKENWORKS_ROOT", "TOKENWORKS_COMMIT", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM")
 
 
@@ -69,9 +72,10 @@ def up_to_date(name: str, run: str, params: dict, config_path: Path) -> bool:
 
 def child_env(threads: int, config_path: Path) -> dict[str, str]:
     """What a run's papermill process needs besides the worker's environment: its thread
-    count, the config, and the caller's output folder and offline settings."""
+    count, the config, the caller's output folder and offline settings, and ``QUIET``."""
     env = {k: os.environ[k] for k in PASSED_ON if k in os.environ}
-    return {**env, **{k: str(threads) for k in THREAD_VARS}, "TOKENWORKS_CONFIG": str(config_path)}
+    return {**env, **{k: str(threads) for k in THREAD_VARS}, "TOKENWORKS_CONFIG": str(config_path),
+            "PYTHONWARNINGS": ",".join(f"ignore:{message}" for message in QUIET)}
 
 
 def execute(python: str, notebook: str, out: str, params: dict, timeout: float,
