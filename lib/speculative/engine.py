@@ -36,6 +36,10 @@ from tokenworks.speculative.tree import DraftTree, additive_mask
 TREE_KERNEL = "tokenworks_tree"
 
 
+# The phases of one step, as Generation.profile times them
+PHASES = ("draft", "mask", "forward", "verify", "compact", "update")
+
+
 @dataclass
 class Generation:
     """Tokens generated (prompt excluded) and what each step did."""
@@ -45,6 +49,8 @@ class Generation:
     drafted: list[int] = field(default_factory=list)  # tree size per step, root excluded
     seconds: float = 0.0
     draft_seconds: float = 0.0  # time spent in the drafter (drafting and updating)
+    # seconds per phase of the steps: PHASES; the prefill is in seconds only
+    profile: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
     @property
     def steps(self) -> int:
@@ -76,14 +82,24 @@ def _full_attention_cache(model) -> DynamicCache:
     return cache
 
 
+def crop_to(cache: DynamicCache, length: int) -> None:
+    """Keep the first ``length`` positions of every layer (views, no copy)."""
+    cache.crop(length - cache.get_seq_length())  # transformers 5: minus the tokens to remove
+
+
 def _compact(cache: DynamicCache, cache_len: int, path: list[int]) -> None:
-    """Keep the first ``cache_len`` positions and the tree nodes on ``path``; drop the rest."""
-    device = cache.layers[0].keys.device
-    keep = torch.cat([torch.arange(cache_len, device=device),
-                      cache_len + torch.tensor(path, device=device)])
-    for layer in cache.layers:
-        layer.keys = layer.keys.index_select(-2, keep)
-        layer.values = layer.values.index_select(-2, keep)
+    """Keep the first ``cache_len`` positions and the tree nodes on ``path``; drop the rest.
+
+    Only the path's entries move (in place, to just after the cache), then the tail is cut:
+    the cost grows with the path, not with the cache (an ``index_select`` of every kept
+    position copied all ``L`` cached keys and values of every layer each step)."""
+    n = len(path)
+    if path != list(range(n)):  # a path down the tree's first branch is already in place
+        src = cache_len + torch.tensor(path, device=cache.layers[0].keys.device)
+        for layer in cache.layers:
+            layer.keys[..., cache_len: cache_len + n, :] = layer.keys.index_select(-2, src)
+            layer.values[..., cache_len: cache_len + n, :] = layer.values.index_select(-2, src)
+    crop_to(cache, cache_len + n)
 
 
 @torch.no_grad()
@@ -121,10 +137,11 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
     kernel = getattr(model.config, "_attn_implementation", None) == TREE_KERNEL
     if kernel:
         from tokenworks.kernels.tree_attention import ancestor_bits
+    clock = _Clock(gen.profile, device)
     while len(gen.tokens) < max_new_tokens:
-        td = time.perf_counter()
+        clock.start()
         tree = drafter.draft(context)
-        gen.draft_seconds += time.perf_counter() - td
+        clock.lap("draft")
         if tree.tokens[0] != context[-1]:
             raise RuntimeError(f"{type(drafter).__name__} drafted a tree whose root is not the last token")
         L, T = len(context) - 1, len(tree)
@@ -137,20 +154,23 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
                 extra = {"tree_bits": ancestor_bits(ancestors)}  # [T, ceil(T / 64)]
             else:
                 mask = additive_mask(ancestors, L, dtype)  # [1, 1, T, L + T]
+        clock.lap("mask")
         out = model(ids, position_ids=L + depth, attention_mask=mask, past_key_values=cache,
                     use_cache=True, **extra)
+        clock.lap("forward")
         if cache.get_seq_length() != L + T:
             raise ValueError(f"{type(model).__name__} did not extend its KV cache; speculative "
                              "decoding needs a causal LM that returns past_key_values")
         logits = out.logits[0]  # [T, vocab]
         path = tree.accept_greedy(logits.argmax(-1).tolist())
         new = [tree.tokens[i] for i in path[1:]] + [int(logits[path[-1]].argmax())]
+        clock.lap("verify")
         if T > 1:
             _compact(cache, L, path)
+        clock.lap("compact")
         context += new
-        td = time.perf_counter()
         drafter.update(tree, logits, path, context)
-        gen.draft_seconds += time.perf_counter() - td
+        clock.lap("update")
         gen.accepted.append(len(new))
         gen.drafted.append(T - 1)
         gen.tokens += new
@@ -158,11 +178,30 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
         if stop is not None:  # keep the first EOS, drop what follows it
             gen.tokens = gen.tokens[: len(gen.tokens) - len(new) + stop + 1]
             break
+    gen.draft_seconds += gen.profile["draft"] + gen.profile["update"]
     gen.tokens = gen.tokens[:max_new_tokens]
     if device.type == "cuda":
         torch.cuda.synchronize()
     gen.seconds = time.perf_counter() - t0
     return gen
+
+
+class _Clock:
+    """Adds the seconds since the last lap to ``profile[phase]``; on a GPU it synchronises
+    first, so that each phase is charged its own kernels (a small cost, paid by every method)."""
+
+    def __init__(self, profile: dict, device: torch.device):
+        self.profile = profile
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def start(self) -> None:
+        self.t = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        self.sync()
+        now = time.perf_counter()
+        self.profile[phase] += now - self.t
+        self.t = now
 
 
 class Greedy:

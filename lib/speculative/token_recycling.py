@@ -10,12 +10,16 @@ template is filled from ``A`` by one gather per depth (§3.2, "BFS"):
 and after verification every tree node's row is overwritten with the top-``k`` of its
 logits (§3.3). ``A`` starts at zero and is kept across queries ("inherit", §3.3); hand the
 same drafter to every call to keep it.
+
+The paper's template suits a GPU, where verifying 80 tokens costs about one step. On a CPU
+it costs several, so ``template="auto"`` (the default) re-shapes the tree for the machine.
 """
 from __future__ import annotations
 
 import torch
 
 from tokenworks.speculative.tree import DraftTree, template_from_paths
+from tokenworks.speculative.tree_shape import SlotAcceptance, choose_tree
 
 # Template "2.2.2" of the reference code (model/recycling/tree_template_.py): 80 nodes,
 # depths 1-6 hold 8/21/25/15/8/3 nodes, skewed towards the top-ranked chains.
@@ -37,45 +41,103 @@ TEMPLATE_80 = [
 
 
 class TokenRecycling:
-    """Drafter with a persistent adjacency matrix and a static tree template.
+    """Drafter with a persistent adjacency matrix and a tree template.
 
-    ``template``: paths of ranks (default: the paper's 80-node tree) or a tuple ``(parents, ranks)``.
-    As in the reference code, the prefill does not feed ``A``: a cold matrix drafts token 0.
+    ``template``: ``"auto"`` (default), ``"2.2.2"`` (the paper's 80-node tree), paths of ranks,
+    or a tuple ``(parents, ranks)``. ``"auto"`` sizes and shapes the tree for the machine
+    (:mod:`tokenworks.speculative.tree_shape`, eq. 2): every step the full 80-node template is
+    filled as a probe and checked against the tokens greedy decoding then emits, which gives
+    each slot's (depth, rank) acceptance; every ``retune_every`` steps the tree becomes the
+    best-first tree of at most ``max_nodes`` nodes under those acceptances and the measured
+    cost ``cost(T, L)`` (:func:`tokenworks.speculative.cost.calibrate`; ``make_drafter``
+    passes it), and nodes below a token whose row was never written are left out. As in the
+    reference code, the prefill does not feed ``A``: a cold matrix drafts token 0.
     """
 
-    def __init__(self, vocab_size: int, k: int = 8, template=None, device="cpu"):
+    def __init__(self, vocab_size: int, k: int = 8, template="auto", device="cpu", cost=None,
+                 max_nodes: int = 80, retune_every: int = 16):
         if vocab_size < 1 or k < 1:
             raise ValueError(f"vocab_size and k must be >= 1, got {vocab_size}, {k}")
+        if max_nodes < 1 or retune_every < 1:
+            raise ValueError(f"max_nodes and retune_every must be >= 1, got {max_nodes}, {retune_every}")
+        self.auto = isinstance(template, str) and template == "auto"
+        if isinstance(template, str) and template not in ("auto", "2.2.2"):
+            raise ValueError(f"unknown template {template!r}: 'auto', '2.2.2' (the paper's 80-node "
+                             "tree), a list of rank paths or a tuple (parents, ranks)")
+        if self.auto and cost is None:
+            raise ValueError("template='auto' sizes the tree by the measured step cost: pass "
+                             "cost=tokenworks.speculative.cost.calibrate(model) (make_drafter does), "
+                             "or template='2.2.2'")
+        self.k, self.device, self.cost = k, device, cost
+        self.max_nodes, self.retune_every = max_nodes, retune_every
+        self.A = torch.zeros(vocab_size, k, dtype=torch.long, device=device)  # [V, k]
         if isinstance(template, tuple):  # (parents, ranks), checked as a DraftTree below
             parents, ranks = (list(x) for x in template)
         else:
-            parents, ranks = template_from_paths(TEMPLATE_80 if template is None else template)
+            parents, ranks = template_from_paths(TEMPLATE_80 if isinstance(template, str) else template)
         if max(ranks[1:], default=0) >= k:
             raise ValueError(f"the template uses rank {max(ranks)} but the matrix keeps only "
                              f"k={k} candidates per token")
-        self.k, self.parents, self.ranks = k, parents, ranks
-        self.A = torch.zeros(vocab_size, k, dtype=torch.long, device=device)  # [V, k]
-        # nodes grouped by depth: one gather per level
-        depths = DraftTree([0] * len(parents), parents).depths()
-        self.levels = [torch.tensor([i for i, d in enumerate(depths) if d == level], device=device)
-                       for level in range(1, max(depths) + 1)]
-        self.parent_t = torch.tensor(parents, device=device).clamp(min=0)
-        self.rank_t = torch.tensor(ranks, device=device).clamp(min=0)
+        if self.auto:
+            self.filled = torch.zeros(vocab_size, dtype=torch.bool, device=device)  # rows ever written
+            self.probe = _Template(parents, ranks, device)  # the 80-node tree, filled every step
+            self.stats = SlotAcceptance(depth=max(self.probe.depths), ranks=k)
+            self.steps = 0
+            parents, ranks = template_from_paths([])  # greedy until the first statistics
+        self.template = _Template(parents, ranks, device)
 
     def start(self, prompt: list[int]) -> None:
-        pass  # A is inherited across queries
+        if self.auto:
+            self.stats.forget_pending()  # A and the statistics are inherited across queries
+
+    def _fill(self, template: "_Template", root: int) -> torch.Tensor:
+        tokens = torch.empty(len(template.parents), dtype=torch.long, device=self.A.device)
+        tokens[0] = root
+        flat = self.A.view(-1)
+        for nodes in template.levels:  # tokens[i] = A[tokens[parent(i)], rank(i)]
+            tokens[nodes] = flat[tokens[template.parent_t[nodes]] * self.k + template.rank_t[nodes]]
+        return tokens
 
     def draft(self, context: list[int]) -> DraftTree:
-        tokens = torch.empty(len(self.parents), dtype=torch.long, device=self.A.device)
-        tokens[0] = context[-1]
-        flat = self.A.view(-1)
-        for nodes in self.levels:  # tokens[i] = A[tokens[parent(i)], rank(i)]
-            tokens[nodes] = flat[tokens[self.parent_t[nodes]] * self.k + self.rank_t[nodes]]
-        return DraftTree(tokens.tolist(), self.parents)
+        if not self.auto:
+            return DraftTree(self._fill(self.template, context[-1]).tolist(), self.template.parents)
+        if self.steps in (1, 2, 4, 8) or (self.steps and self.steps % self.retune_every == 0):
+            paths = choose_tree(self.stats.q(), self.cost, len(context), self.max_nodes,
+                                max_depth=self.stats.depth)
+            self.template = _Template(*template_from_paths(paths), self.A.device)
+        self.steps += 1
+        probe = self._fill(self.probe, context[-1])
+        self.stats.probe(len(context), probe.tolist(), self.probe.parents, self.probe.slots)
+        tokens = self._fill(self.template, context[-1])
+        keep = self.filled[tokens[self.template.parent_t]]  # a cold row drafts nothing useful
+        keep[0] = True
+        for nodes in self.template.levels:  # and neither does anything below it
+            keep[nodes] &= keep[self.template.parent_t[nodes]]
+        kept = keep.nonzero()[:, 0].tolist()
+        new = {old: i for i, old in enumerate(kept)}
+        parents = [-1] + [new[self.template.parents[i]] for i in kept[1:]]
+        return DraftTree(tokens[kept].tolist(), parents)
 
     def update(self, tree: DraftTree, logits: torch.Tensor, path, context) -> None:
         """``A[tokens[i]] = topk(logits[i], k)`` for every node, the last write winning."""
         top = logits.topk(self.k, dim=-1).indices.to(self.A.device)  # [T, k]
         last = {t: i for i, t in enumerate(tree.tokens)}  # duplicates: the last node wins
         rows = torch.tensor(list(last.values()), device=self.A.device)
-        self.A[torch.tensor(list(last), device=self.A.device)] = top[rows]
+        written = torch.tensor(list(last), device=self.A.device)
+        self.A[written] = top[rows]
+        if self.auto:
+            self.filled[written] = True
+            self.stats.resolve(context)
+
+
+class _Template:
+    """A static tree of ranks, grouped by depth for one gather per level."""
+
+    def __init__(self, parents: list[int], ranks: list[int], device):
+        self.parents, self.ranks = parents, ranks
+        self.depths = DraftTree([0] * len(parents), parents).depths()
+        self.slots = list(zip(self.depths, ranks))  # (depth, rank) per node
+        self.levels = [torch.tensor([i for i, d in enumerate(self.depths) if d == level], device=device)
+                       for level in range(1, max(self.depths) + 1)]
+        self.parent_t = torch.tensor(parents, device=device).clamp(min=0)
+        self.rank_t = torch.tensor(ranks, device=device).clamp(min=0)

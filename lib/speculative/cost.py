@@ -1,0 +1,136 @@
+"""What a verification forward costs on the machine at hand: ``c(T, L)``.
+
+``c(T, L)`` is the wall time of one forward of ``T`` tree tokens against a cache of ``L``
+tokens (tree mask built, logits of every node computed), over the time of one decoding step
+(``T = 1``) at the same ``L``. On a GPU at batch 1 both read the weights once, so ``c`` stays
+near 1 for tens of tokens; on a CPU the matrix products grow with ``T`` and so does ``c``.
+A draft tree pays off only where its expected accepted tokens exceed ``c`` (Sequoia, Chen et
+al. 2024, arXiv 2402.12374, §4: "hardware-aware" tree sizes from measured forward times).
+
+:func:`measure_cost` times the forwards; :class:`StepCost` interpolates the table;
+:func:`calibrate` measures once per model, dtype, device and thread count and caches the
+table under ``$TOKENWORKS_CACHE/speculative/`` (see :func:`tokenworks.models.packaged.cache_dir`).
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from tokenworks.bench import median_seconds
+from tokenworks.models.packaged import cache_dir
+from tokenworks.speculative.engine import crop_to
+from tokenworks.speculative.tree import DraftTree, additive_mask
+
+SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 81)  # tree tokens, root included
+CACHE_LENS = (256, 1024)
+
+
+def forward_seconds(model, T: int, L: int, repeats: int = 5, seed: int = 0) -> float:
+    """Median seconds of one ``T``-token tree forward (a chain's mask) after ``L`` cached tokens."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    vocab = model.get_output_embeddings().weight.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    prefix = torch.randint(vocab, (1, L), generator=gen).to(device)
+    tokens = torch.randint(vocab, (1, T), generator=gen).to(device)
+    tree = DraftTree(tokens[0].tolist(), list(range(-1, T - 1)))
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+        def step():
+            mask = additive_mask(tree.ancestor_mask(device), L, dtype) if T > 1 else None
+            model(tokens, position_ids=L + torch.arange(T, device=device)[None], attention_mask=mask,
+                  past_key_values=cache, use_cache=True)
+            crop_to(cache, L)
+        return median_seconds(step, repeats=repeats, warmup=1, device=device)
+
+
+def measure_cost(model, sizes=SIZES, cache_lens=CACHE_LENS, repeats: int = 5) -> dict:
+    """``{"sizes", "cache_lens", "seconds": [[s(T, L) for T] for L], "relative": c(T, L)}``.
+
+    ``relative`` divides by the one-token step at the same ``L`` and is made non-decreasing
+    in ``T`` (a larger forward never costs less; timing noise can say otherwise)."""
+    sizes, cache_lens = sorted(set(sizes)), sorted(set(cache_lens))
+    if sizes[0] != 1 or any(not isinstance(t, int) or t < 1 for t in sizes):
+        raise ValueError(f"sizes must be positive ints and include 1 (the decoding step), got {sizes}")
+    if any(not isinstance(n, int) or n < 1 for n in cache_lens):
+        raise ValueError(f"cache_lens must be positive ints, got {cache_lens}")
+    seconds = [[forward_seconds(model, T, L, repeats) for T in sizes] for L in cache_lens]
+    relative = []
+    for row in seconds:
+        c, top = [], 0.0
+        for s in row:
+            top = max(top, s / row[0])
+            c.append(top)
+        relative.append(c)
+    return {"sizes": sizes, "cache_lens": cache_lens, "seconds": seconds, "relative": relative}
+
+
+def _interp(xs: list, ys: list, x: float) -> float:
+    """Piecewise-linear through ``(xs, ys)``, linear beyond the last point, flat before the first."""
+    if x <= xs[0] or len(xs) == 1:
+        return ys[0]
+    i = min(bisect.bisect_left(xs, x), len(xs) - 1)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+@dataclass
+class StepCost:
+    """``cost(T, L)``: the relative cost of a ``T``-token verification forward at cache length
+    ``L``, interpolated from a :func:`measure_cost` table (linear in ``T``, extrapolated beyond
+    the largest size; linear in ``L`` between the measured lengths, clamped outside them)."""
+
+    table: dict
+
+    def __call__(self, T: int, L: int) -> float:
+        if T < 1:
+            raise ValueError(f"a verification forward has at least one token (the root), got T={T}")
+        Ls, sizes = self.table["cache_lens"], self.table["sizes"]
+        per_L = [_interp(sizes, row, T) for row in self.table["relative"]]
+        return _interp(Ls, per_L, min(max(L, Ls[0]), Ls[-1]))
+
+    @classmethod
+    def flat(cls) -> "StepCost":
+        """Every forward costs one step (the idealised GPU of the papers' templates)."""
+        return cls({"sizes": [1], "cache_lens": [1], "seconds": [[0.0]], "relative": [[1.0]]})
+
+
+def machine_key(model) -> str:
+    """What a cost table depends on: model, dtype, device (its name), threads, torch version."""
+    device = next(model.parameters()).device
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    if device.type == "cpu":
+        try:
+            where = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                         if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+    parts = [getattr(model.config, "_name_or_path", "") or type(model).__name__,
+             str(sum(p.numel() for p in model.parameters())), str(next(model.parameters()).dtype),
+             device.type, where, str(torch.get_num_threads() if device.type == "cpu" else 1),
+             torch.__version__]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def calibrate(model, refresh: bool = False, **measure) -> StepCost:
+    """The model's :class:`StepCost` on this machine: measured once (a few seconds), then read
+    from ``$TOKENWORKS_CACHE/speculative/cost-<machine_key>.json``; ``refresh=True`` re-measures.
+    ``measure`` goes to :func:`measure_cost` (and is part of the cached file's name)."""
+    extra = hashlib.sha256(json.dumps(measure, sort_keys=True).encode()).hexdigest()[:8] if measure else ""
+    path = cache_dir() / "speculative" / f"cost-{machine_key(model)}{'-' + extra if extra else ''}.json"
+    if path.exists() and not refresh:
+        return StepCost(json.loads(path.read_text()))
+    table = measure_cost(model, **measure)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(table))
+    tmp.replace(path)
+    return StepCost(table)
