@@ -234,9 +234,17 @@ def test_drafter_options_fail_clearly():
     """No model for Token Recycling, an unknown option, options or a method that disagree with
     a given drafter: each is refused at once, never dropped or defaulted."""
     model, _ = model64("tw-micro")
-    with pytest.raises(ValueError, match="pass the model .* or vocab_size="):
+    with pytest.raises(ValueError, match="measures the model's step cost: pass the model"):
         make_drafter("token_recycling")
-    assert make_drafter("token_recycling", vocab_size=100, device="cpu").A.shape == (100, 8)
+    with pytest.raises(ValueError, match="pass the model .* or vocab_size="):
+        make_drafter("token_recycling", template="2.2.2")
+    with pytest.raises(ValueError, match="pass cost=.*calibrate"):
+        make_drafter("token_recycling", vocab_size=100, cost=None)
+    with pytest.raises(ValueError, match="unknown template '2.2'"):
+        make_drafter("token_recycling", model, template="2.2")
+    with pytest.raises(ValueError, match="cost='fast'"):
+        make_drafter("lookahead", model, cost="fast")
+    assert make_drafter("token_recycling", vocab_size=100, device="cpu", template="2.2.2").A.shape == (100, 8)
     assert make_drafter("token_recycling", model).A.shape == (4096, 8)
     with pytest.raises(ValueError, match="vocab_size=10 .* 4096"):
         make_drafter("token_recycling", model, vocab_size=10)

@@ -20,11 +20,10 @@ import platform
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
 
 from tokenworks.bench import median_seconds
 from tokenworks.models.packaged import cache_dir
-from tokenworks.speculative.engine import crop_to
+from tokenworks.speculative.engine import crop_to, full_attention_cache
 from tokenworks.speculative.tree import DraftTree, additive_mask
 
 SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 81)  # tree tokens, root included
@@ -40,7 +39,7 @@ def forward_seconds(model, T: int, L: int, repeats: int = 5, seed: int = 0) -> f
     prefix = torch.randint(vocab, (1, L), generator=gen).to(device)
     tokens = torch.randint(vocab, (1, T), generator=gen).to(device)
     tree = DraftTree(tokens[0].tolist(), list(range(-1, T - 1)))
-    cache = DynamicCache(config=model.config)
+    cache = full_attention_cache(model)  # refuses sliding-window layers, as the engine does
     with torch.no_grad():
         model(prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
 

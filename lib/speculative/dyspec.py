@@ -29,6 +29,7 @@ from transformers import DynamicCache
 
 from tokenworks.ids import check_count
 from tokenworks.speculative.engine import crop_to
+from tokenworks.speculative.self_draft import self_draft
 from tokenworks.speculative.tree import DraftTree, template_from_paths
 from tokenworks.speculative.tree_shape import SlotAcceptance, best_paths
 
@@ -46,10 +47,21 @@ def same_tokenizer(target_tokenizer, draft_tokenizer) -> None:
 
 
 class DySpec:
-    """Drafter: ``draft`` model, a ``budget`` of tree nodes (root excluded), ``tree`` shape."""
+    """Drafter: ``draft`` model, a ``budget`` of tree nodes (root excluded), ``tree`` shape.
 
-    def __init__(self, target, draft, budget: int = 16, tree: str = "dynamic", width: int = 4,
-                 k: int = 8, target_tokenizer=None, draft_tokenizer=None):
+    Without ``draft``, the draft is the target's first ``layers`` layers (:func:`self_draft`;
+    default half the depth, a starting point: :func:`~tokenworks.speculative.self_draft.choose_layers`
+    measures the best). ``k``: children considered per node; ``width``: nodes per draft forward.
+    """
+
+    def __init__(self, target, draft=None, layers: int | None = None, budget: int = 16,
+                 tree: str = "dynamic", width: int = 4, k: int = 8, target_tokenizer=None,
+                 draft_tokenizer=None):
+        if draft is not None and layers is not None:
+            raise ValueError("pass draft= (a draft model) or layers= (a self-draft of the target's "
+                             "first layers), not both")
+        if draft is None:
+            draft = self_draft(target, max(1, target.config.num_hidden_layers // 2) if layers is None else layers)
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise ValueError(f"budget is the number of drafted tree nodes and must be an int >= 1, "
                              f"got {budget!r}")

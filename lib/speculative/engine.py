@@ -64,7 +64,7 @@ class Generation:
         return sum(self.accepted) / max(1, self.steps)
 
 
-def _full_attention_cache(model) -> DynamicCache:
+def full_attention_cache(model) -> DynamicCache:
     """An empty KV cache for ``model``; refuses a model whose cache layers are not all full
     attention (a sliding window keeps only its last positions, so the absolute positions
     :func:`_compact` indexes are wrong there, and one tree mask serves every layer)."""
@@ -120,7 +120,7 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
     ends = eos_ids(eos_token_id, model)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    cache = _full_attention_cache(model)
+    cache = full_attention_cache(model)
     t0 = time.perf_counter()
     if len(prompt) > 1:  # prefill all but the last token, which becomes the first root
         # its logits are never read: the output head runs on one position only

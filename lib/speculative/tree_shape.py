@@ -93,7 +93,7 @@ class SlotAcceptance:
     tree shrinks to nothing. ``q[d][r] = (hits + prior) / (tries + 1)``: a slot counts a try
     when its parent was right; ``prior`` is the estimate of a slot never tried."""
 
-    def __init__(self, depth: int, ranks: int, prior: float = 0.1):
+    def __init__(self, depth: int, ranks: int, prior: float = 0.5):
         if depth < 1 or ranks < 1:
             raise ValueError(f"depth and ranks must be >= 1, got {depth}, {ranks}")
         self.depth, self.ranks, self.prior = depth, ranks, prior
