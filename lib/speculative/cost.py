@@ -55,7 +55,9 @@ def measure_cost(model, sizes=SIZES, cache_lens=CACHE_LENS, repeats: int = 5) ->
     """``{"sizes", "cache_lens", "seconds": [[s(T, L) for T] for L], "relative": c(T, L)}``.
 
     ``relative`` divides by the one-token step at the same ``L`` and is made non-decreasing
-    in ``T`` (a larger forward never costs less; timing noise can say otherwise)."""
+    in ``T``: ``c(T)`` is the cheapest measured size of at least ``T`` tokens, because a tree can
+    always grow to that size (measured here, oneDNN runs 2 rows slower than 4: the best 1-node
+    tree then costs what a 3-node tree costs, and eq. 2 of tree_shape takes the 3 nodes)."""
     sizes, cache_lens = sorted(set(sizes)), sorted(set(cache_lens))
     if sizes[0] != 1 or any(not isinstance(t, int) or t < 1 for t in sizes):
         raise ValueError(f"sizes must be positive ints and include 1 (the decoding step), got {sizes}")
@@ -63,12 +65,12 @@ def measure_cost(model, sizes=SIZES, cache_lens=CACHE_LENS, repeats: int = 5) ->
         raise ValueError(f"cache_lens must be positive ints, got {cache_lens}")
     seconds = [[forward_seconds(model, T, L, repeats) for T in sizes] for L in cache_lens]
     relative = []
-    for row in seconds:
-        c, top = [], 0.0
-        for s in row:
-            top = max(top, s / row[0])
-            c.append(top)
-        relative.append(c)
+    for row in seconds:  # c(T): the cheapest measured size >= T, since a tree can always grow
+        c, low = [], float("inf")
+        for s in reversed(row):
+            low = min(low, s / row[0])
+            c.append(low)
+        relative.append(c[::-1])
     return {"sizes": sizes, "cache_lens": cache_lens, "seconds": seconds, "relative": relative}
 
 
@@ -103,7 +105,8 @@ class StepCost:
 
 
 def machine_key(model) -> str:
-    """What a cost table depends on: model, dtype, device (its name), threads, torch version."""
+    """What a cost table depends on: model, its module types (packed linears or not), dtype,
+    device (its name), threads, torch version."""
     device = next(model.parameters()).device
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     if device.type == "cpu":
@@ -115,7 +118,7 @@ def machine_key(model) -> str:
     parts = [getattr(model.config, "_name_or_path", "") or type(model).__name__,
              str(sum(p.numel() for p in model.parameters())), str(next(model.parameters()).dtype),
              device.type, where, str(torch.get_num_threads() if device.type == "cpu" else 1),
-             torch.__version__]
+             torch.__version__, ",".join(sorted({type(m).__name__ for m in model.modules()}))]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

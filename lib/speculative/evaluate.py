@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tokenworks.speculative import generate, make_drafter
+from tokenworks.speculative.engine import PHASES
 
 
 def hf_generate(model, ids: list[int], max_new_tokens: int, eos_token_id: int, **kwargs) -> list[int]:
@@ -56,34 +57,35 @@ def repeated_ngram_share(prompt: list[int], output: list[int], n: int = 4) -> fl
 
 
 def method_runners(model, methods: list[str], options: dict | None = None) -> dict:
-    """``name -> fn(ids, max_new_tokens, eos) -> (tokens, accepted per step or None, draft s)``.
+    """``name -> fn(ids, max_new_tokens, eos) -> Generation or tokens``.
 
-    Ours: ``greedy``, ``prompt_lookup``, ``token_recycling``, ``lookahead`` (one drafter per
-    method, kept across prompts as in the papers). Peers: ``hf_greedy`` and
+    Ours: a method of ``METHODS``, or ``method:label`` for a variant (options under the
+    full name, e.g. ``"token_recycling:2.2.2": {"template": "2.2.2", "cost": None}``); one
+    drafter per name, kept across prompts as in the papers. Peers: ``hf_greedy`` and
     ``hf_prompt_lookup`` (``generate(prompt_lookup_num_tokens=10)``).
     """
     options = options or {}
+    unknown = sorted(set(options) - set(methods))
+    if unknown:
+        raise ValueError(f"options for {unknown}, which are not among the methods {methods}")
     runners = {}
     for name in methods:
         if name == "hf_greedy":
-            runners[name] = lambda ids, n, eos: (hf_generate(model, ids, n, eos), None, 0.0)
+            runners[name] = lambda ids, n, eos: hf_generate(model, ids, n, eos)
         elif name == "hf_prompt_lookup":
-            runners[name] = lambda ids, n, eos: (
-                hf_generate(model, ids, n, eos, prompt_lookup_num_tokens=10), None, 0.0)
+            runners[name] = lambda ids, n, eos: hf_generate(model, ids, n, eos, prompt_lookup_num_tokens=10)
         else:
-            drafter = make_drafter(name, model, **options.get(name, {}))
-
-            def fn(ids, n, eos, drafter=drafter):
-                g = generate(model, ids, max_new_tokens=n, drafter=drafter, eos_token_id=eos)
-                return g.tokens, g.accepted, g.draft_seconds
-            runners[name] = fn
+            drafter = make_drafter(name.split(":")[0], model, **options.get(name, {}))
+            runners[name] = lambda ids, n, eos, drafter=drafter: generate(
+                model, ids, max_new_tokens=n, drafter=drafter, eos_token_id=eos)
     return runners
 
 
 def run_suite(model, tokenizer, prompts: list[dict], methods: list[str], max_new_tokens: int,
               options: dict | None = None, reference: str = "greedy", warmup: int = 1) -> list[dict]:
     """One row per (prompt, method): tokens, identical-to-reference flag and first differing
-    token (``first_difference``, None when identical), seconds, acceptance."""
+    token (``first_difference``, None when identical), seconds, acceptance, and for ours the
+    drafted nodes per step and the seconds per phase of the steps (``profile``)."""
     if reference not in methods:
         raise ValueError(f"the reference method {reference!r} must be among {methods}")
     runners = method_runners(model, methods, options)
@@ -97,12 +99,15 @@ def run_suite(model, tokenizer, prompts: list[dict], methods: list[str], max_new
     for i, (p, ids) in enumerate(zip(prompts, tqdm(encoded, desc="prompts", mininterval=5))):
         outputs = {}
         for name, fn in runners.items():
-            (tokens, accepted, draft_s), seconds = _timed(lambda: fn(ids, max_new_tokens, eos), cuda)
-            outputs[name] = tokens
+            out, seconds = _timed(lambda: fn(ids, max_new_tokens, eos), cuda)
+            ours = not isinstance(out, list)
+            outputs[name] = out.tokens if ours else out
             rows.append({"prompt": i, "category": p["category"], "method": name,
-                         "prompt_tokens": len(ids), "new_tokens": len(tokens), "seconds": seconds,
-                         "steps": len(accepted) if accepted else None,
-                         "accepted": accepted, "draft_seconds": draft_s})
+                         "prompt_tokens": len(ids), "new_tokens": len(outputs[name]), "seconds": seconds,
+                         "steps": out.steps if ours else None, "accepted": out.accepted if ours else None,
+                         "tree_nodes": sum(out.drafted) / max(1, out.steps) if ours else None,
+                         "draft_seconds": out.draft_seconds if ours else 0.0,
+                         "profile": out.profile if ours else None})
         repeated = repeated_ngram_share(ids, outputs[reference])
         for r in rows[-len(runners):]:
             r["identical"] = outputs[r["method"]] == outputs[reference]
@@ -186,5 +191,20 @@ def summarize(rows: list[dict], baseline: str = "greedy") -> list[dict]:
                         "mean_accepted": sum(acc) / len(acc) if acc else None,
                         "tokens_per_s": tps(rs), "speedup": tps(rs) / tps(base),
                         "repeated_4grams": sum(r["repeated_4grams"] for r in rs) / len(rs),
-                        "draft_share": sum(r["draft_seconds"] for r in rs) / sum(r["seconds"] for r in rs)})
+                        "draft_share": sum(r["draft_seconds"] for r in rs) / sum(r["seconds"] for r in rs),
+                        "tree_nodes": (sum(r["tree_nodes"] * r["steps"] for r in rs) / sum(r["steps"] for r in rs)
+                                       if rs[0]["steps"] else None)})
+    return out
+
+
+def step_profile(rows: list[dict]) -> dict:
+    """Per method of ours: milliseconds per step in each phase of :data:`engine.PHASES`, summed
+    over the suite, and ``other`` (prefill and the loop itself: wall clock minus the phases)."""
+    out = {}
+    for m in dict.fromkeys(r["method"] for r in rows if r["profile"]):
+        rs = [r for r in rows if r["method"] == m]
+        steps = sum(r["steps"] for r in rs)
+        phases = {k: 1e3 * sum(r["profile"][k] for r in rs) / steps for k in PHASES}
+        phases["other"] = 1e3 * sum(r["seconds"] for r in rs) / steps - sum(phases.values())
+        out[m] = phases
     return out

@@ -43,3 +43,51 @@ def speculative_accepted(record: dict):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def speculative_cost(record: dict):
+    """Left: the measured ``c(T, L)``, one line per cache length, with the flat cost a GPU
+    approaches. Right: milliseconds per step by phase, one bar per method of ours."""
+    table, profile = record["metrics"]["cost"], record["metrics"]["profile"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for L, row in zip(table["cache_lens"], table["relative"]):
+        axes[0].plot(table["sizes"], row, "-o", ms=3, label=f"cache {L}")
+    axes[0].axhline(1, color="grey", lw=0.8, ls="--", label="one decoding step")
+    axes[0].set(xlabel="tokens verified in one forward (T)", ylabel="time / one-token step",
+                title="c(T, L): the cost of a verification forward")
+    axes[0].legend(fontsize=7)
+    methods = list(profile)
+    bottom = [0.0] * len(methods)
+    for i, phase in enumerate(next(iter(profile.values()))):
+        ms = [profile[m][phase] for m in methods]
+        axes[1].bar(range(len(methods)), ms, bottom=bottom, label=phase, color=f"C{i}")
+        bottom = [b + v for b, v in zip(bottom, ms)]
+    axes[1].set_xticks(range(len(methods)), methods, rotation=20, fontsize=7)
+    axes[1].set(ylabel="milliseconds per step", title="Where a step's time goes")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"{record['parameters']['model']}, {record['provenance']['device']}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def dyspec_trees(record: dict):
+    """Tokens per step and speed-up over greedy for each tree shape, against the node budget,
+    one panel pair per draft model."""
+    rows = record["metrics"]["trees"]
+    drafts = list(dict.fromkeys(r["draft"] for r in rows))
+    fig, axes = plt.subplots(len(drafts), 2, figsize=(10, 3.4 * len(drafts)), dpi=110, squeeze=False)
+    for d, draft in enumerate(drafts):
+        for i, tree in enumerate(dict.fromkeys(r["tree"] for r in rows)):
+            rs = sorted((r for r in rows if r["draft"] == draft and r["tree"] == tree), key=lambda r: r["budget"])
+            budgets = [r["budget"] for r in rs]
+            axes[d][0].plot(budgets, [r["mean_accepted"] for r in rs], "-o", ms=3, label=tree, color=f"C{i}")
+            axes[d][1].plot(budgets, [r["speedup"] for r in rs], "-o", ms=3, label=tree, color=f"C{i}")
+        axes[d][0].set(xlabel="node budget", ylabel="mean accepted tokens per step", title=f"draft: {draft}")
+        axes[d][1].axhline(1, color="grey", lw=0.8)
+        axes[d][1].set(xlabel="node budget", ylabel="speed-up over greedy (x)", title="wall clock, side by side")
+        for ax in axes[d]:
+            ax.set_xscale("log", base=2)
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{record['parameters']['model']}, {record['provenance']['device']}", fontsize=9)
+    fig.tight_layout()
+    return fig
