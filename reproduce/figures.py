@@ -21,9 +21,12 @@ from tokenworks.speculative import plots as speculative_plots
 # method -> {figure name: plotting function of a results record}
 FIGURES = {"tensorbleu": {"speedup": metrics_plots.tensorbleu_speedup},
            "token_recycling": {"speedup": speculative_plots.speculative_speedup,
-                               "accepted": speculative_plots.speculative_accepted},
+                               "accepted": speculative_plots.speculative_accepted,
+                               "cost": speculative_plots.speculative_cost},
            "lookahead": {"speedup": speculative_plots.speculative_speedup,
-                         "accepted": speculative_plots.speculative_accepted},
+                         "accepted": speculative_plots.speculative_accepted,
+                         "cost": speculative_plots.speculative_cost},
+           "dyspec": {"trees": speculative_plots.dyspec_trees},
            "cntp": {"accuracy_cost": decoding_plots.cntp_accuracy_cost},
            "bytelevel": {"fim": bytelevel_plots.bytelevel_fim},
            "streamingllm": {"budget": kvcache_plots.streamingllm_budget, "stream": kvcache_plots.streamingllm_stream},
@@ -60,7 +63,8 @@ def reproductions_table() -> str:
             "|---|---|---|---|---|---|"]
     for method, record in _records():
         s = record["metrics"]["summary"]
-        figs = ", ".join(f"[{name}](figures/{method}_{name}.png)" for name in FIGURES[method])
+        figs = ", ".join(f"[{name}](figures/{method}_{name}.png)" for name in FIGURES[method]
+                         if figure_path(method, name, PUBLISHED).exists())
         stale = staleness(method, record)
         status = s["status"] + (f" ({stale})" if stale else "")
         rows.append(f"| {s['paper']} | [{method}](notebooks/{method}.ipynb) | {s['claim']} | "
@@ -119,6 +123,8 @@ def redraw() -> None:
     for method, record in _records():
         for name, draw in FIGURES[method].items():
             fig = draw(record)
+            if fig is None:  # an older record without this figure's data (re-run pending)
+                continue
             fig.savefig(figure_path(method, name, PUBLISHED))
             print(f"figure: {figure_path(method, name, PUBLISHED).relative_to(REPO)}")
     cards = [json.loads((ZOO_DIR / n / "model_card.json").read_text()) for n in ZOO

@@ -17,11 +17,12 @@ import bisect
 import hashlib
 import json
 import platform
+import statistics
+import time
 from dataclasses import dataclass
 
 import torch
 
-from tokenworks.bench import median_seconds
 from tokenworks.models.packaged import cache_dir
 from tokenworks.speculative.engine import crop_to, full_attention_cache
 from tokenworks.speculative.tree import DraftTree, additive_mask
@@ -30,42 +31,69 @@ SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 81)  # tree tokens, root included
 CACHE_LENS = (256, 1024)
 
 
-def forward_seconds(model, T: int, L: int, repeats: int = 5, seed: int = 0) -> float:
-    """Median seconds of one ``T``-token tree forward (a chain's mask) after ``L`` cached tokens."""
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    vocab = model.get_output_embeddings().weight.shape[0]
-    gen = torch.Generator().manual_seed(seed)
-    prefix = torch.randint(vocab, (1, L), generator=gen).to(device)
-    tokens = torch.randint(vocab, (1, T), generator=gen).to(device)
-    tree = DraftTree(tokens[0].tolist(), list(range(-1, T - 1)))
-    cache = full_attention_cache(model)  # refuses sliding-window layers, as the engine does
-    with torch.no_grad():
-        model(prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+class _Forwards:
+    """Tree forwards of any size after ``L`` cached random tokens (the cache is cut back after each)."""
 
-        def step():
-            mask = additive_mask(tree.ancestor_mask(device), L, dtype) if T > 1 else None
-            model(tokens, position_ids=L + torch.arange(T, device=device)[None], attention_mask=mask,
-                  past_key_values=cache, use_cache=True)
-            crop_to(cache, L)
-        return median_seconds(step, repeats=repeats, warmup=1, device=device)
+    def __init__(self, model, L: int, seed: int = 0):
+        self.model, self.L = model, L
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.vocab = model.get_output_embeddings().weight.shape[0]
+        self.gen = torch.Generator().manual_seed(seed)
+        self.cache = full_attention_cache(model)  # refuses sliding-window layers, as the engine does
+        with torch.no_grad():
+            model(self._tokens(L), past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+
+    def _tokens(self, n: int) -> torch.Tensor:
+        return torch.randint(self.vocab, (1, n), generator=self.gen).to(self.device)
+
+    @torch.no_grad()
+    def seconds(self, T: int) -> float:
+        """Wall time of one ``T``-token forward with a chain's tree mask (built inside the timing)."""
+        tokens = self._tokens(T)
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        tree = DraftTree(tokens[0].tolist(), list(range(-1, T - 1)))
+        mask = additive_mask(tree.ancestor_mask(self.device), self.L, self.dtype) if T > 1 else None
+        self.model(tokens, position_ids=self.L + torch.arange(T, device=self.device)[None],
+                   attention_mask=mask, past_key_values=self.cache, use_cache=True)
+        sync()
+        elapsed = time.perf_counter() - t0
+        crop_to(self.cache, self.L)
+        return elapsed
+
+
+def forward_seconds(model, T: int, L: int, repeats: int = 5) -> float:
+    """Median seconds of one ``T``-token tree forward after ``L`` cached tokens (one warm-up)."""
+    bench = _Forwards(model, L)
+    bench.seconds(T)
+    return statistics.median(bench.seconds(T) for _ in range(repeats))
 
 
 def measure_cost(model, sizes=SIZES, cache_lens=CACHE_LENS, repeats: int = 5) -> dict:
     """``{"sizes", "cache_lens", "seconds": [[s(T, L) for T] for L], "relative": c(T, L)}``.
 
-    ``relative`` divides by the one-token step at the same ``L`` and is made non-decreasing
-    in ``T``: ``c(T)`` is the cheapest measured size of at least ``T`` tokens, because a tree can
-    always grow to that size (measured here, oneDNN runs 2 rows slower than 4: the best 1-node
-    tree then costs what a 3-node tree costs, and eq. 2 of tree_shape takes the 3 nodes)."""
+    Sizes are timed in rounds (every size once per round, ``repeats`` rounds, medians), so
+    a drift of the machine's speed hits all sizes alike. ``relative`` divides by the
+    one-token step at the same ``L`` and is made non-decreasing in ``T``: ``c(T)`` is the
+    cheapest measured size of at least ``T`` tokens, because a tree can always grow to that
+    size (measured here with packed weights, 2 rows ran slower than 4: the best 1-node tree
+    then costs what a 3-node tree costs, and eq. 2 of tree_shape takes the 3 nodes)."""
     sizes, cache_lens = sorted(set(sizes)), sorted(set(cache_lens))
     if sizes[0] != 1 or any(not isinstance(t, int) or t < 1 for t in sizes):
         raise ValueError(f"sizes must be positive ints and include 1 (the decoding step), got {sizes}")
     if any(not isinstance(n, int) or n < 1 for n in cache_lens):
         raise ValueError(f"cache_lens must be positive ints, got {cache_lens}")
-    seconds = [[forward_seconds(model, T, L, repeats) for T in sizes] for L in cache_lens]
+    seconds = []
+    for L in cache_lens:
+        bench = _Forwards(model, L)
+        for T in sizes:  # warm-up
+            bench.seconds(T)
+        rounds = [[bench.seconds(T) for T in sizes] for _ in range(repeats)]
+        seconds.append([statistics.median(col) for col in zip(*rounds)])
     relative = []
-    for row in seconds:  # c(T): the cheapest measured size >= T, since a tree can always grow
+    for row in seconds:
         c, low = [], float("inf")
         for s in reversed(row):
             low = min(low, s / row[0])

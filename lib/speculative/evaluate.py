@@ -208,3 +208,21 @@ def step_profile(rows: list[dict]) -> dict:
         phases["other"] = 1e3 * sum(r["seconds"] for r in rs) / steps - sum(phases.values())
         out[m] = phases
     return out
+
+
+def profile_markdown(profile: dict) -> str:
+    """:func:`step_profile` as a markdown table (milliseconds per step)."""
+    phases = list(next(iter(profile.values())))
+    lines = ["| method | " + " | ".join(phases) + " | total |", "|---" * (len(phases) + 2) + "|"]
+    for m, p in profile.items():
+        lines.append(f"| {m} | " + " | ".join(f"{p[k]:.1f}" for k in phases) + f" | {sum(p.values()):.1f} |")
+    return "\n".join(lines)
+
+
+def cost_markdown(table: dict) -> str:
+    """A :func:`~tokenworks.speculative.cost.measure_cost` table: ``c(T, L)`` and the one-token step."""
+    lines = ["| cache L | one step (ms) | " + " | ".join(f"T={t}" for t in table["sizes"][1:]) + " |",
+             "|---" * (len(table["sizes"]) + 1) + "|"]
+    for L, s, c in zip(table["cache_lens"], table["seconds"], table["relative"]):
+        lines.append(f"| {L} | {1e3 * s[0]:.1f} | " + " | ".join(f"{x:.2f}" for x in c[1:]) + " |")
+    return "\n".join(lines)

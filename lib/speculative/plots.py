@@ -47,7 +47,10 @@ def speculative_accepted(record: dict):
 
 def speculative_cost(record: dict):
     """Left: the measured ``c(T, L)``, one line per cache length, with the flat cost a GPU
-    approaches. Right: milliseconds per step by phase, one bar per method of ours."""
+    approaches. Right: milliseconds per step by phase, one bar per method of ours. None for
+    a record that predates the cost measurement."""
+    if "cost" not in record["metrics"]:
+        return None
     table, profile = record["metrics"]["cost"], record["metrics"]["profile"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
     for L, row in zip(table["cache_lens"], table["relative"]):
