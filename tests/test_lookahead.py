@@ -44,3 +44,20 @@ def test_input_forgotten_output_kept():
     la.start([9, 9])  # next query: prompt n-grams of the last one are gone
     assert branches(la.draft([1])) == []
     assert branches(la.draft([52])) == [[53, 54, 55]]  # branch_length deep
+
+
+def test_sized_tree_is_a_best_first_subtree_of_the_retrieval():
+    """With a measured cost the verified tree is a subtree of what the paper's retrieval drafts:
+    all of it when verification is free, the root alone when every token costs a step."""
+    from tokenworks.speculative.cost import StepCost
+
+    prompt = [1, 2, 3, 4, 1, 2, 3, 5, 1, 2, 3, 4, 1, 2]
+    paper, free, dear = (Lookahead(decoding_length=16, branch_length=4, cost=c)
+                         for c in (None, StepCost.flat(), lambda T, L: float(T)))
+    for la in (paper, free, dear):
+        la.start(prompt)
+    full = paper.draft(prompt)
+    assert len(full) > 2
+    sized = free.draft(prompt)
+    assert sorted(zip(sized.tokens, sized.depths())) == sorted(zip(full.tokens, full.depths()))
+    assert len(dear.draft(prompt)) == 1

@@ -40,3 +40,22 @@ def test_state_is_kept_across_queries_and_runs_are_deterministic():
     (a, d1), (b, d2) = run_all(), run_all()
     assert a == b and torch.equal(d1.A, d2.A)
     assert d1.A.any(), "the matrix was never filled"
+
+
+def test_automatic_tree_follows_the_cost():
+    """template='auto': with a free verification the tree grows to max_nodes; when every token
+    costs a full step no tree pays and it stays plain decoding; either way the slot statistics
+    are learned from the probe, and the output is greedy's."""
+    from tokenworks.speculative.cost import StepCost
+
+    model, tok = load("tw-micro", device="cpu", dtype=torch.float64)
+    ids = tok("import os\nimport sys\n\n\ndef main(argv):\n    for arg in argv:\n")["input_ids"]
+    want = generate(model, ids, "greedy", max_new_tokens=48).tokens
+    free = make_drafter("token_recycling", model, cost=StepCost.flat(), max_nodes=20)
+    dear = make_drafter("token_recycling", model, cost=lambda T, L: float(T))
+    for drafter in (free, dear):
+        assert generate(model, ids, max_new_tokens=48, drafter=drafter).tokens == want
+        assert sum(map(sum, drafter.stats.tries)) > 0
+    assert len(free.template.parents) == 21 and len(dear.template.parents) == 1
+    out = generate(model, ids, max_new_tokens=48, drafter=dear)
+    assert set(out.drafted) == {0}

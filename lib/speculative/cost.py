@@ -76,8 +76,8 @@ def measure_cost(model, sizes=SIZES, cache_lens=CACHE_LENS, repeats: int = 5) ->
 
     Sizes are timed in rounds (every size once per round, ``repeats`` rounds, medians), so
     a drift of the machine's speed hits all sizes alike. ``relative`` divides by the
-    one-token step at the same ``L`` and is made non-decreasing in ``T``: ``c(T)`` is the
-    cheapest measured size of at least ``T`` tokens, because a tree can always grow to that
+    one-token step at the same ``L`` and, for trees (``T >= 2``), made non-decreasing in ``T``:
+    ``c(T)`` is the cheapest measured size of at least ``T`` tokens, because a tree can grow to that
     size (measured here with packed weights, 2 rows ran slower than 4: the best 1-node tree
     then costs what a 3-node tree costs, and eq. 2 of tree_shape takes the 3 nodes)."""
     sizes, cache_lens = sorted(set(sizes)), sorted(set(cache_lens))
@@ -93,12 +93,12 @@ def measure_cost(model, sizes=SIZES, cache_lens=CACHE_LENS, repeats: int = 5) ->
         rounds = [[bench.seconds(T) for T in sizes] for _ in range(repeats)]
         seconds.append([statistics.median(col) for col in zip(*rounds)])
     relative = []
-    for row in seconds:
+    for row in seconds:  # the step itself is 1 by definition; trees take the cheapest size >= T
         c, low = [], float("inf")
-        for s in reversed(row):
+        for s in reversed(row[1:]):
             low = min(low, s / row[0])
             c.append(low)
-        relative.append(c[::-1])
+        relative.append([1.0] + c[::-1])
     return {"sizes": sizes, "cache_lens": cache_lens, "seconds": seconds, "relative": relative}
 
 

@@ -47,7 +47,8 @@ class TokenRecycling:
     or a tuple ``(parents, ranks)``. ``"auto"`` sizes and shapes the tree for the machine
     (:mod:`tokenworks.speculative.tree_shape`, eq. 2): every step the full 80-node template is
     filled as a probe and checked against the tokens greedy decoding then emits, which gives
-    each slot's (depth, rank) acceptance; every ``retune_every`` steps the tree becomes the
+    each slot's (depth, rank) acceptance (nodes below a never-written row are left out of both
+    the probe and the tree, so the statistics describe the nodes a tree would verify); every ``retune_every`` steps the tree becomes the
     best-first tree of at most ``max_nodes`` nodes under those acceptances and the measured
     cost ``cost(T, L)`` (:func:`tokenworks.speculative.cost.calibrate`; ``make_drafter``
     passes it), and nodes below a token whose row was never written are left out. As in the
@@ -102,21 +103,28 @@ class TokenRecycling:
         if not self.auto:
             return DraftTree(self._fill(self.template, context[-1]).tolist(), self.template.parents)
         if self.steps in (1, 2, 4, 8) or (self.steps and self.steps % self.retune_every == 0):
-            paths = choose_tree(self.stats.q(), self.cost, len(context), self.max_nodes,
+            probed = any(map(any, self.stats.tries))  # then only slots the probe has covered
+            q = self.stats.q(untried=0.0 if probed else None)
+            paths = choose_tree(q, self.cost, len(context), self.max_nodes,
                                 max_depth=self.stats.depth)
             self.template = _Template(*template_from_paths(paths), self.A.device)
         self.steps += 1
-        probe = self._fill(self.probe, context[-1])
-        self.stats.probe(len(context), probe.tolist(), self.probe.parents, self.probe.slots)
-        tokens = self._fill(self.template, context[-1])
-        keep = self.filled[tokens[self.template.parent_t]]  # a cold row drafts nothing useful
+        probe, slots = self._warm(self.probe, context[-1])  # what a tree of these slots would draft
+        self.stats.probe(len(context), probe.tokens, probe.parents, slots)
+        return self._warm(self.template, context[-1])[0]
+
+    def _warm(self, template: "_Template", root: int) -> tuple[DraftTree, list[tuple[int, int]]]:
+        """``template`` filled from ``A``, without the nodes below a token whose row was never
+        written (a cold row drafts token 0, nothing useful); and the kept nodes' slots."""
+        tokens = self._fill(template, root)
+        keep = self.filled[tokens[template.parent_t]]
         keep[0] = True
-        for nodes in self.template.levels:  # and neither does anything below it
-            keep[nodes] &= keep[self.template.parent_t[nodes]]
+        for nodes in template.levels:  # nothing below a dropped node either
+            keep[nodes] &= keep[template.parent_t[nodes]]
         kept = keep.nonzero()[:, 0].tolist()
         new = {old: i for i, old in enumerate(kept)}
-        parents = [-1] + [new[self.template.parents[i]] for i in kept[1:]]
-        return DraftTree(tokens[kept].tolist(), parents)
+        parents = [-1] + [new[template.parents[i]] for i in kept[1:]]
+        return DraftTree(tokens[kept].tolist(), parents), [template.slots[i] for i in kept]
 
     def update(self, tree: DraftTree, logits: torch.Tensor, path, context) -> None:
         """``A[tokens[i]] = topk(logits[i], k)`` for every node, the last write winning."""

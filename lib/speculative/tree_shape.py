@@ -128,5 +128,8 @@ class SlotAcceptance:
         """Drop probes that can no longer be scored (a new query starts)."""
         self._pending = []
 
-    def q(self) -> list[list[float]]:
-        return [[(h + self.prior) / (t + 1) for h, t in zip(hs, ts)] for hs, ts in zip(self.hits, self.tries)]
+    def q(self, untried: float | None = None) -> list[list[float]]:
+        """The estimates; ``untried`` replaces the prior for slots never tried (0: keep a tree
+        to the slots its probe covers)."""
+        return [[(h + self.prior) / (t + 1) if t or untried is None else untried for h, t in zip(hs, ts)]
+                for hs, ts in zip(self.hits, self.tries)]
