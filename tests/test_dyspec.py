@@ -9,7 +9,7 @@ import torch
 from tokenworks.models import load
 from tokenworks.speculative import DySpec, generate, make_drafter
 from tokenworks.speculative.dyspec import same_tokenizer
-from tokenworks.speculative.self_draft import choose_layers, layer_agreement, self_draft
+from tokenworks.speculative.self_draft import chain_rate, choose_layers, layer_agreement, self_draft
 from tokenworks.speculative.cost import StepCost
 
 CODE = "import os\nimport sys\n\n\ndef main(argv):\n    for arg in argv:\n        print(arg)\n"
@@ -102,7 +102,17 @@ def test_self_draft_is_the_first_layers_and_shares_weights():
     agree = layer_agreement(model, [ids])
     assert len(agree) == 3 and all(0 <= a <= 1 for a in agree)
     chosen = choose_layers(model, [ids], StepCost.flat(), cache_len=16)
-    assert chosen["layers"] in (1, 2, 3) and [r["layers"] for r in chosen["rows"]] == [1, 2, 3]
+    assert [r["layers"] for r in chosen["rows"]] == [1, 2, 3] and all(r["chain"] >= 1 for r in chosen["rows"])
+    best = max(chosen["rows"], key=lambda r: r["rate"])
+    assert chosen["layers"] == best["layers"] and chosen["pays"] == (best["rate"] > chosen["greedy_rate"] == 1.0)
+
+
+def test_chain_rate_pays_only_above_plain_decoding():
+    flat = StepCost.flat()
+    assert chain_rate(1.0, 0.0, flat, 16, max_len=16) == (17.0, 16)  # free drafts, all accepted
+    assert chain_rate(0.0, 0.5, flat, 16) == (1 / 1.5, 1)  # nothing accepted: below greedy's 1.0
+    rate, g = chain_rate(0.8, 0.25, flat, 16)
+    assert rate == max(sum(0.8 ** i for i in range(n + 1)) / (0.25 * n + 1) for n in range(1, 17)) > 1
 
 
 def test_bad_input_is_refused():

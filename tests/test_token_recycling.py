@@ -1,8 +1,10 @@
 """Token Recycling's drafter: the matrix fill (one gather per depth) and the recycling update."""
+import pytest
 import torch
 
 from tokenworks.speculative import DraftTree, TokenRecycling, generate, make_drafter
 from tokenworks.models import load
+from tokenworks.speculative.cost import StepCost
 
 
 def test_draft_follows_the_matrix():
@@ -46,7 +48,6 @@ def test_automatic_tree_follows_the_cost():
     """template='auto': with a free verification the tree grows to max_nodes; when every token
     costs a full step no tree pays and it stays plain decoding; either way the slot statistics
     are learned from the probe, and the output is greedy's."""
-    from tokenworks.speculative.cost import StepCost
 
     model, tok = load("tw-micro", device="cpu", dtype=torch.float64)
     ids = tok("import os\nimport sys\n\n\ndef main(argv):\n    for arg in argv:\n")["input_ids"]
@@ -59,3 +60,47 @@ def test_automatic_tree_follows_the_cost():
     assert len(free.template.parents) == 21 and len(dear.template.parents) == 1
     out = generate(model, ids, max_new_tokens=48, drafter=dear)
     assert set(out.drafted) == {0}
+
+
+def test_prefill_logits_reach_the_drafter_at_each_tokens_last_occurrence():
+    model, tok = load("tw-micro", device="cpu", dtype=torch.float64)
+    ids = tok("x = 1\ny = x\nx = y\n")["input_ids"]
+    assert len(set(ids[:-1])) < len(ids) - 1  # some token repeats
+
+    class Recorder:  # a greedy drafter that reads the prompt
+        reads_prompt = True
+
+        def start(self, prompt):
+            self.seen = None
+
+        def prompt_logits(self, tokens, logits):
+            self.seen = (tokens, logits)
+
+        def draft(self, context):
+            return DraftTree([context[-1]], [-1])
+
+        def update(self, tree, logits, path, context):
+            pass
+
+    rec = Recorder()
+    assert generate(model, ids, max_new_tokens=4, drafter=rec).tokens == generate(model, ids, max_new_tokens=4).tokens
+    last = {t: i for i, t in enumerate(ids[:-1])}
+    positions = sorted(last.values())
+    tokens, logits = rec.seen
+    assert tokens == [ids[i] for i in positions]
+    with torch.no_grad():
+        plain = model(torch.tensor([ids[:-1]])).logits[0]
+    assert torch.allclose(logits, plain[positions])
+
+
+def test_recycled_prompt_rows_are_the_prefill_top_k():
+    tr = TokenRecycling(vocab_size=10, k=2, template=[[0]], recycle_prompt=True)
+    logits = torch.tensor([[0., 1, 2, 3, 4, 5, 6, 7, 9, 8], [5., 0, 0, 0, 0, 0, 0, 0, 0, 6]])
+    tr.prompt_logits([4, 7], logits)
+    assert tr.A[4].tolist() == [8, 9] and tr.A[7].tolist() == [9, 0] and tr.A[3].tolist() == [0, 0]
+    cost = StepCost.flat()
+    assert TokenRecycling(10, cost=cost).reads_prompt  # "auto" recycles the prefill
+    assert not TokenRecycling(10, template="2.2.2").reads_prompt  # the paper's tree: as the reference code
+    assert not TokenRecycling(10, cost=cost, recycle_prompt=False).reads_prompt
+    with pytest.raises(TypeError, match="recycle_prompt must be None, True or False"):
+        TokenRecycling(10, cost=cost, recycle_prompt="yes")

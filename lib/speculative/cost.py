@@ -27,7 +27,7 @@ from tokenworks.models.packaged import cache_dir
 from tokenworks.speculative.engine import crop_to, full_attention_cache
 from tokenworks.speculative.tree import DraftTree, additive_mask
 
-SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 81)  # tree tokens, root included
+SIZES = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 81)  # tree tokens, root included; dense where trees fit
 CACHE_LENS = (256, 1024)
 
 
@@ -153,9 +153,11 @@ def machine_key(model) -> str:
 def calibrate(model, refresh: bool = False, **measure) -> StepCost:
     """The model's :class:`StepCost` on this machine: measured once (a few seconds), then read
     from ``$TOKENWORKS_CACHE/speculative/cost-<machine_key>.json``; ``refresh=True`` re-measures.
-    ``measure`` goes to :func:`measure_cost` (and is part of the cached file's name)."""
-    extra = hashlib.sha256(json.dumps(measure, sort_keys=True).encode()).hexdigest()[:8] if measure else ""
-    path = cache_dir() / "speculative" / f"cost-{machine_key(model)}{'-' + extra if extra else ''}.json"
+    ``measure`` goes to :func:`measure_cost`; it and the default sizes and cache lengths are part
+    of the cached file's name, so a table measured at other sizes is never reused."""
+    what = {"sizes": list(SIZES), "cache_lens": list(CACHE_LENS), **measure}
+    extra = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]
+    path = cache_dir() / "speculative" / f"cost-{machine_key(model)}-{extra}.json"
     if path.exists() and not refresh:
         return StepCost(json.loads(path.read_text()))
     table = measure_cost(model, **measure)

@@ -36,3 +36,9 @@ class Drafter(Protocol):
         """After verifying ``tree``: ``logits`` ``[T, vocab]``, the model's prediction after
         every node; ``path`` the accepted node indices, root first; ``context`` now ends with
         the ``len(path)`` tokens this step emitted (the accepted drafts and the bonus token)."""
+
+
+# Optional: a drafter whose ``reads_prompt`` is True also gets, right after ``start``,
+# ``prompt_logits(tokens, logits)``: the prefill's logits ``[n, vocab]`` after the last
+# occurrence of each distinct prompt token ``tokens`` (the prompt's last token excluded, it is
+# the first root). The loop then runs the output head on those positions instead of one.

@@ -82,6 +82,11 @@ def full_attention_cache(model) -> DynamicCache:
     return cache
 
 
+def last_occurrences(tokens: list[int]) -> list[int]:
+    """The position of each distinct token's last occurrence in ``tokens``, ascending."""
+    return sorted({t: i for i, t in enumerate(tokens)}.values())
+
+
 def crop_to(cache: DynamicCache, length: int) -> None:
     """Keep the first ``length`` positions of every layer (views, no copy)."""
     cache.crop(length - cache.get_seq_length())  # transformers 5: minus the tokens to remove
@@ -122,15 +127,20 @@ def run(model, input_ids, drafter, max_new_tokens: int, eos_token_id=None) -> Ge
     dtype = next(model.parameters()).dtype
     cache = full_attention_cache(model)
     t0 = time.perf_counter()
+    reads_prompt = bool(getattr(drafter, "reads_prompt", False)) and len(prompt) > 1
     if len(prompt) > 1:  # prefill all but the last token, which becomes the first root
-        # its logits are never read: the output head runs on one position only
+        # the output head runs on one position, or on each prompt token's last occurrence
+        # for a drafter that reads the prompt's logits
+        keep = last_occurrences(prompt[:-1]) if reads_prompt else 1
         out = model(torch.tensor([prompt[:-1]], device=device), past_key_values=cache, use_cache=True,
-                    logits_to_keep=1)
+                    logits_to_keep=torch.tensor(keep, device=device) if reads_prompt else keep)
         if out.past_key_values is None or cache.get_seq_length() != len(prompt) - 1:
             raise ValueError(f"{type(model).__name__} did not fill a KV cache; speculative "
                              "decoding needs a causal LM that returns past_key_values")
     td = time.perf_counter()
     drafter.start(prompt)
+    if reads_prompt:
+        drafter.prompt_logits([prompt[i] for i in keep], out.logits[0])
     gen = Generation(tokens=[])
     gen.draft_seconds += time.perf_counter() - td
     context = list(prompt)

@@ -94,3 +94,37 @@ def dyspec_trees(record: dict):
     fig.suptitle(f"{record['parameters']['model']}, {record['provenance']['device']}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def token_recycling_sizes(record: dict):
+    """Token Recycling against tree size: tokens per step and speed-up over greedy of fixed
+    best-first trees (a line), the automatic tree with and without the prompt's rows (points at
+    their mean size), and Hugging Face's prompt lookup (a dashed level). None for a record
+    without the size sweep (``metrics["sizes"]``: rows with ``label``, ``nodes``, ``tree_nodes``,
+    ``mean_accepted``, ``speedup``)."""
+    sweep = record["metrics"].get("sizes")
+    if not sweep:
+        return None
+    fixed = sorted((r for r in sweep if r["nodes"]), key=lambda r: r["nodes"])
+    points = [r for r in sweep if not r["nodes"] and r["mean_accepted"]]
+    peers = [r for r in sweep if not r["nodes"] and not r["mean_accepted"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6), dpi=110)
+    for ax, key in zip(axes, ("mean_accepted", "speedup")):
+        ax.plot([r["nodes"] for r in fixed], [r[key] for r in fixed], "-o", ms=4, color="C0",
+                label="fixed best-first tree")
+        for i, r in enumerate(points):
+            ax.plot([r["tree_nodes"]], [r[key]], "*s"[i % 2], ms=9, color=f"C{i + 1}", label=r["label"])
+    for i, r in enumerate(peers):
+        axes[1].axhline(r["speedup"], color=f"C{len(points) + i + 1}", ls="--", lw=1, label=r["label"])
+    axes[1].axhline(1, color="grey", lw=0.8, label="greedy")
+    axes[0].set(xscale="log", xlabel="draft nodes per step (log scale)", ylabel="mean accepted tokens per step",
+                title="acceptance grows with the tree")
+    axes[1].set(xscale="log", xlabel="draft nodes per step (log scale)", ylabel="speed-up over greedy (x)",
+                title="wall clock, side by side")
+    for ax in axes:
+        ax.set_xticks([r["nodes"] for r in fixed], [str(r["nodes"]) for r in fixed])
+        ax.minorticks_off()
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle(f"Token Recycling tree sizes, {record['parameters']['model']}, {record['provenance']['device']}", fontsize=9)
+    fig.tight_layout()
+    return fig

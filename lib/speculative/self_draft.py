@@ -69,22 +69,21 @@ def layer_agreement(model, sequences: list[list[int]]) -> list[float]:
 
 
 def chain_rate(accept: float, draft_cost: float, cost, cache_len: int, max_len: int = 16) -> tuple[float, int]:
-    """Best expected tokens per unit of step cost of a ``g``-token draft chain (``g`` draft
-    steps of relative cost ``draft_cost`` each, then a ``g + 1``-token verification), with
-    i.i.d. per-token acceptance ``accept``: ``(rate, g)``; ``g = 0`` is plain decoding."""
-    best = (1.0 / cost(1, cache_len), 0)
-    for g in range(1, max_len + 1):
-        expected = sum(accept ** i for i in range(g + 1))
-        best = max(best, (expected / (g * draft_cost + cost(g + 1, cache_len)), g))
-    return best
+    """Best expected tokens per unit of step cost of a ``g``-token draft chain, ``1 <= g <=
+    max_len`` (``g`` draft steps of relative cost ``draft_cost`` each, then a ``g + 1``-token
+    verification), with i.i.d. per-token acceptance ``accept``: ``(rate, g)``. Plain decoding's
+    rate is ``1 / cost(1, cache_len)``; a chain pays only above it."""
+    return max((sum(accept ** i for i in range(g + 1)) / (g * draft_cost + cost(g + 1, cache_len)), g)
+               for g in range(1, max_len + 1))
 
 
 def choose_layers(model, sequences: list[list[int]], cost, cache_len: int = 256,
                   candidates: list[int] | None = None) -> dict:
     """The self-draft depth ``k`` with the best :func:`chain_rate`, from measured agreement
     (:func:`layer_agreement`) and measured draft cost (one ``k``-layer step over one target
-    step at ``cache_len``). Returns ``{"layers", "rows": [{layers, agreement, draft_cost,
-    rate, chain}]}``."""
+    step at ``cache_len``). Returns ``{"layers", "pays", "greedy_rate", "rows": [{layers,
+    agreement, draft_cost, rate, chain}]}``; ``pays`` is False when no depth's chain beats plain
+    decoding (``greedy_rate``): ``layers`` is then the least bad depth, to compare trees on."""
     agree = layer_agreement(model, sequences)
     candidates = candidates or list(range(1, depth(model)))
     for k in candidates:
@@ -96,4 +95,6 @@ def choose_layers(model, sequences: list[list[int]], cost, cache_len: int = 256,
         rate, g = chain_rate(agree[k - 1], draft_cost, cost, cache_len)
         rows.append({"layers": k, "agreement": agree[k - 1], "draft_cost": draft_cost,
                      "rate": rate, "chain": g})
-    return {"layers": max(rows, key=lambda r: r["rate"])["layers"], "rows": rows}
+    best = max(rows, key=lambda r: r["rate"])
+    greedy = 1.0 / cost(1, cache_len)
+    return {"layers": best["layers"], "pays": best["rate"] > greedy, "greedy_rate": greedy, "rows": rows}

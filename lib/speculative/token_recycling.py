@@ -13,6 +13,10 @@ same drafter to every call to keep it.
 
 The paper's template suits a GPU, where verifying 80 tokens costs about one step. On a CPU
 it costs several, so ``template="auto"`` (the default) re-shapes the tree for the machine.
+A small tree rewrites few rows a step, so ``"auto"`` also recycles the prefill (ours, not the
+paper's, whose prefill leaves ``A`` alone): the rows of the prompt's tokens get the top-``k``
+of the prefill's logits at each token's last occurrence, the candidates the model already
+computed for this very prompt.
 """
 from __future__ import annotations
 
@@ -51,12 +55,14 @@ class TokenRecycling:
     the probe and the tree, so the statistics describe the nodes a tree would verify); every ``retune_every`` steps the tree becomes the
     best-first tree of at most ``max_nodes`` nodes under those acceptances and the measured
     cost ``cost(T, L)`` (:func:`tokenworks.speculative.cost.calibrate`; ``make_drafter``
-    passes it), and nodes below a token whose row was never written are left out. As in the
-    reference code, the prefill does not feed ``A``: a cold matrix drafts token 0.
+    passes it), and nodes below a token whose row was never written are left out.
+    ``recycle_prompt``: write the prompt tokens' rows from the prefill's logits; ``None``
+    (default) does for ``"auto"`` only, so a fixed template behaves as the reference code, whose
+    prefill does not feed ``A`` (a cold matrix drafts token 0).
     """
 
     def __init__(self, vocab_size: int, k: int = 8, template="auto", device="cpu", cost=None,
-                 max_nodes: int = 80, retune_every: int = 16):
+                 max_nodes: int = 80, retune_every: int = 16, recycle_prompt: bool | None = None):
         if vocab_size < 1 or k < 1:
             raise ValueError(f"vocab_size and k must be >= 1, got {vocab_size}, {k}")
         if max_nodes < 1 or retune_every < 1:
@@ -69,7 +75,10 @@ class TokenRecycling:
             raise ValueError("template='auto' sizes the tree by the measured step cost: pass "
                              "cost=tokenworks.speculative.cost.calibrate(model) (make_drafter does), "
                              "or template='2.2.2'")
+        if recycle_prompt not in (None, True, False):
+            raise TypeError(f"recycle_prompt must be None, True or False, got {recycle_prompt!r}")
         self.k, self.device, self.cost = k, device, cost
+        self.reads_prompt = self.auto if recycle_prompt is None else recycle_prompt
         self.max_nodes, self.retune_every = max_nodes, retune_every
         self.A = torch.zeros(vocab_size, k, dtype=torch.long, device=device)  # [V, k]
         if isinstance(template, tuple):  # (parents, ranks), checked as a DraftTree below
@@ -90,6 +99,15 @@ class TokenRecycling:
     def start(self, prompt: list[int]) -> None:
         if self.auto:
             self.stats.forget_pending()  # A and the statistics are inherited across queries
+
+    def prompt_logits(self, tokens: list[int], logits: torch.Tensor) -> None:
+        """``A[tokens[i]] = topk(logits[i], k)``: the prefill's candidates after each prompt
+        token's last occurrence (``logits`` ``[n, vocab]``; the engine calls this when
+        ``reads_prompt``)."""
+        rows = torch.tensor(tokens, device=self.A.device)
+        self.A[rows] = logits.topk(self.k, dim=-1).indices.to(self.A.device)
+        if self.auto:
+            self.filled[rows] = True
 
     def _fill(self, template: "_Template", root: int) -> torch.Tensor:
         tokens = torch.empty(len(template.parents), dtype=torch.long, device=self.A.device)
