@@ -1,6 +1,7 @@
 """KV-cache methods, kvpress's way: presses compress the cache at prefill
 (``StreamingLLMPress``, ``EMSPress``, and kvpress's own by name through ``method_press``);
-``token_select`` selects entries at decode time and evicts nothing.
+``token_select`` selects entries at decode time and evicts nothing; ``gemfilter_generate``
+selects input tokens at an early layer and runs the model on them only.
 
 >>> with press_on(model, EMSPress(compression_ratio=0.9)):  # the harness's way
 ...     model(context_ids, past_key_values=cache)
@@ -9,16 +10,17 @@
 >>> with cache_positions(model), SnapKVPress(0.5)(model):  # kvpress's own presses (and pipeline)
 ...     model(context_ids, past_key_values=cache)
 
-Methods: ``harness`` (running presses; one ``capture_prefill`` serves many), ``streamingllm``, ``ems``, ``tokenselect``.
+Methods: ``harness`` (running presses; one ``capture_prefill`` serves many), ``streamingllm``, ``ems``, ``tokenselect``, ``gemfilter``.
 Experiments: ``tasks`` (the essay needle test, code needles, key-value retrieval, hub data sets, rows), ``plots``.
 """
 from tokenworks.kvcache.ems import EMSPress
+from tokenworks.kvcache.gemfilter import gemfilter_generate
 from tokenworks.kvcache.harness import (PRESSES, Prefill, attention_layers, cache_positions, capture_prefill,
                                         continuation_nll, greedy_after, kv_bytes, method_press, press_on, replayable,
                                         selecting)
 from tokenworks.kvcache.streamingllm import StreamingLLMPress, recompute_nll, rerotate, stream_nll, stream_nlls
-from tokenworks.kvcache.tasks import (answered, essay_items, hub_items, kv_items, needle_items, needle_rows,
-                                      perplexity_rows)
+from tokenworks.kvcache.tasks import (answered, essay_items, first_token_seconds, gemfilter_rows, hub_items, kv_items,
+                                      needle_items, needle_rows, perplexity_rows, selection_recall)
 
 
 def __getattr__(name):  # TokenSelect imports Triton: loaded on first use
@@ -32,4 +34,5 @@ __all__ = ["EMSPress", "StreamingLLMPress", "PRESSES", "Prefill", "attention_lay
            "capture_prefill", "continuation_nll", "replayable",
            "greedy_after", "kv_bytes", "method_press", "press_on", "selecting", "recompute_nll",
            "rerotate", "stream_nll", "stream_nlls", "answered", "essay_items", "hub_items", "kv_items", "needle_items",
-           "needle_rows", "perplexity_rows", "token_select", "TokenSelectState"]
+           "needle_rows", "perplexity_rows", "token_select", "TokenSelectState", "gemfilter_generate", "gemfilter_rows",
+           "selection_recall", "first_token_seconds"]

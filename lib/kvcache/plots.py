@@ -178,3 +178,49 @@ def ems_budget(record: dict):
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     fig.suptitle(f"EMS and baselines, {m['model']}, {record['provenance']['device']}", fontsize=9)
     return fig
+
+
+def gemfilter_layers(record: dict):
+    """Share of the needle's tokens that GemFilter's top-k keeps, against the selection layer,
+    one line per context length, the chosen layer marked."""
+    m = record["metrics"]
+    rows = m["layer_recall"]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=110)
+    layers = sorted({r["layer"] for r in rows})
+    for i, c in enumerate(sorted({r["context_target"] for r in rows})):
+        ax.plot(layers, [mean_or_nan(r["recall"] for r in rows if r["layer"] == l and r["context_target"] == c)
+                         for l in layers], "-o", ms=3, color=f"C{i}", label=f"{c} tokens")
+    ax.axvline(m["layer"], color="k", ls="--", lw=1, label=f"chosen r = {m['layer']}")
+    ax.set(xlabel="selection layer r", ylabel="needle tokens kept", ylim=(-0.02, 1.02),
+           title=f"GemFilter's top-{m['k']} at each layer (essay needles)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle(f"{m['model']}, {record['provenance']['device']}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def gemfilter_ttft(record: dict):
+    """Time to first token against the prompt length: the full prefill, SnapKV and GemFilter
+    (left), and each over the full prefill (right)."""
+    m = record["metrics"]
+    rows = m["first_token"]
+    contexts = sorted({r["context_target"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, (ax, rel) = plt.subplots(1, 2, figsize=(10.5, 3.6), dpi=110)
+    full = {c: mean_or_nan(r["seconds"] for r in rows if r["method"] == "full" and r["context_target"] == c)
+            for c in contexts}
+    for i, name in enumerate(methods):
+        secs = [mean_or_nan(r["seconds"] for r in rows if r["method"] == name and r["context_target"] == c) for c in contexts]
+        ax.plot(contexts, secs, "-o", ms=4, color=f"C{i}", label=name)
+        rel.plot(contexts, [full[c] / s for c, s in zip(contexts, secs)], "-o", ms=4, color=f"C{i}", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="prompt tokens", ylabel="seconds to the first token",
+           title="time to first token, side by side")
+    rel.axhline(1, color="grey", lw=0.8)
+    rel.set(xscale="log", xlabel="prompt tokens", ylabel="speed-up over the full prefill (x)",
+            title="against the full prefill")
+    for a in (ax, rel):
+        log_ticks(a, contexts)
+    rel.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    fig.suptitle(f"{m['model']}, {record['provenance']['device']}", fontsize=9)
+    fig.tight_layout()
+    return fig

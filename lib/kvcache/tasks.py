@@ -7,10 +7,13 @@ data set in kvpress's long-context format (``hub_items``, online). Each item is 
 from __future__ import annotations
 
 import random
+import statistics
+import time
 
 from tqdm import tqdm
 
 from tokenworks.benchmarks import found_needle, needle_prompt
+from tokenworks.kvcache.gemfilter import full_layers, gemfilter_generate, layer_scores, top_tokens
 from tokenworks.kvcache.harness import (capture_prefill, continuation_nll, greedy_after, method_press, replayable,
                                         selecting)
 from tokenworks.models.zoo import filler_lines
@@ -200,3 +203,66 @@ def perplexity_rows(model, streams: list[tuple[list[int], list[int]]], methods: 
 def _shared(model, ids: list[int], methods: dict[str, dict]):
     """A ``capture_prefill`` of ``ids`` where two or more methods can share it, else None."""
     return capture_prefill(model, ids) if sum(map(replayable, methods.values())) > 1 else None
+
+
+def gemfilter_rows(model, tokenizer, items: list[dict], k: int, layer: int, name: str | None = None) -> list[dict]:
+    """GemFilter's greedy answers to needle items, rows as ``needle_rows``'s (method ``name``,
+    default ``"gemfilter k=<k>"``). GemFilter reads the question: its last query ranks the
+    prompt, so it selects from ``context + question``; ``needle_kept`` is the share of an essay
+    needle's tokens among those kept."""
+    name = name or f"gemfilter k={k}"
+    rows = []
+    for i, item in enumerate(tqdm(items, desc=name, mininterval=10)):
+        n_new = item.get("max_new_tokens") or len(tokenizer(item["answer"])["input_ids"]) + 1
+        out = gemfilter_generate(model, item["context"] + item["question"], k, layer, max_new_tokens=n_new)
+        rows.append({"item": i, "method": name, "context": len(item["context"]),
+                     "context_target": item.get("context_tokens"), "depth": item["depth"],
+                     "ok": answered(tokenizer.decode(out["tokens"]), item),
+                     "needle_kept": _needle_kept(item, set(out["selected"]))})
+    return rows
+
+
+def _needle_kept(item: dict, kept: set[int]) -> float | None:
+    if "needle_start" not in item:
+        return None
+    span = range(item["needle_start"], item["needle_end"])
+    return sum(i in kept for i in span) / len(span)
+
+
+def selection_recall(model, items: list[dict], k: int, layers: list[int] | None = None) -> list[dict]:
+    """For essay needle items: at every layer (default: all but sliding-window ones), the share of the needle's tokens
+    that GemFilter's top-``k`` at that layer keeps, from one forward per item (the paper's
+    per-layer view, used to choose the selection layer). Rows ``{item, layer, context_target,
+    depth, recall}``."""
+    layers = full_layers(model) if layers is None else layers
+    rows = []
+    for i, item in enumerate(tqdm(items, desc="layers", mininterval=10)):
+        scores = layer_scores(model, item["context"] + item["question"], layers)
+        for r in layers:
+            rows.append({"item": i, "layer": r, "context_target": item.get("context_tokens"), "depth": item["depth"],
+                         "recall": _needle_kept(item, set(top_tokens(scores[r], k)))})
+    return rows
+
+
+def first_token_seconds(model, items: list[dict], methods: dict, repeats: int = 3) -> list[dict]:
+    """Time to first token, side by side: for each item, every method in turn, ``repeats``
+    times (medians). ``methods``: name -> ``{"gemfilter": (k, layer)}`` or a ``needle_rows``
+    spec, prefilled query-aware (the question with the context, one greedy token), as
+    GemFilter reads it. Rows ``{item, method, context_target, seconds}``."""
+    rows = []
+    for i, item in enumerate(tqdm(items, desc="time to first token", mininterval=10)):
+        prompt = item["context"] + item["question"]
+        times = {name: [] for name in methods}
+        for _ in range(repeats):
+            for name, spec in methods.items():
+                t0 = time.perf_counter()
+                if "gemfilter" in spec:
+                    gemfilter_generate(model, prompt, *spec["gemfilter"], max_new_tokens=1)
+                else:
+                    with selecting(model, spec):
+                        greedy_after(model, item["context"], item["question"], press=method_press(spec, len(prompt)),
+                                     max_new_tokens=1, query_aware=True)
+                times[name].append(time.perf_counter() - t0)
+        rows += [{"item": i, "method": name, "context_target": item.get("context_tokens"),
+                  "seconds": statistics.median(ts)} for name, ts in times.items()]
+    return rows
