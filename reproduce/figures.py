@@ -22,7 +22,8 @@ from tokenworks.speculative import plots as speculative_plots
 FIGURES = {"tensorbleu": {"speedup": metrics_plots.tensorbleu_speedup},
            "token_recycling": {"speedup": speculative_plots.speculative_speedup,
                                "accepted": speculative_plots.speculative_accepted,
-                               "cost": speculative_plots.speculative_cost},
+                               "cost": speculative_plots.speculative_cost,
+                               "sizes": speculative_plots.token_recycling_sizes},
            "lookahead": {"speedup": speculative_plots.speculative_speedup,
                          "accepted": speculative_plots.speculative_accepted,
                          "cost": speculative_plots.speculative_cost},
@@ -33,7 +34,9 @@ FIGURES = {"tensorbleu": {"speedup": metrics_plots.tensorbleu_speedup},
            "ems": {"budget": kvcache_plots.ems_budget, "needle": kvcache_plots.ems_needle, "essay": kvcache_plots.essay_needle},
            "tokenselect": {"needle": kvcache_plots.tokenselect_needle, "budget": kvcache_plots.tokenselect_budget,
                            "attention_time": kvcache_plots.tokenselect_attention_time,
-                           "essay": kvcache_plots.essay_needle}}
+                           "essay": kvcache_plots.essay_needle},
+           "gemfilter": {"layers": kvcache_plots.gemfilter_layers, "essay": kvcache_plots.essay_needle,
+                         "ttft": kvcache_plots.gemfilter_ttft}}
 PUBLISHED = "full"  # the configuration the README and figures/ report
 RETRIEVAL_TARGET = 0.9  # issue 2: what tw-code must retrieve with the full cache
 
