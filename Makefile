@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: reproduce test lab figures models clean venv
+.PHONY: reproduce test lab figures site models clean venv
 
 venv: $(VENV)/.installed
 
@@ -55,10 +55,15 @@ lab: venv
 figures: venv
 	$(PY) reproduce/figures.py
 
+# The site: a static HTML book of the executed full-run notebooks in build/site/html (offline;
+# publish by copying that folder to a static host). tests/test_site.py checks it in Chromium.
+site: venv
+	$(PY) reproduce/book.py
+
 # Retrain the model zoo (hours on a 2-core CPU; minutes on a GPU).
 models: venv
 	$(PY) reproduce/train_zoo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info lib/*.egg-info .pytest_cache .hypothesis results/*/*.ipynb
+	rm -rf $(VENV) build *.egg-info lib/*.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -27,7 +27,8 @@ PACKAGES = ("torch", "transformers", "tokenizers", "triton", "nltk", "numpy")
 # data through it) and the Triton kernels.
 SHARED_CODE = {"lib/*.py": ("lib", "*.py"), "lib/models": ("lib/models", "**/*"),
                "kernels": ("kernels", "**/*")}  # part -> (folder, file pattern)
-OUTPUTS = ("results/", "figures/")  # what runs write, never read
+RUNNER_TAGS = {"injected-parameters", "run-banner"}  # cells papermill and reproduce/run.py write
+OUTPUTS = ("results/", "figures/", "README.md")  # what runs write (README: its tables, by the runner), never read
 # Files of a zoo model that loading reads (weights, architecture, generation settings, tokenizer).
 ZOO_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
              "tokenizer_config.json")
@@ -121,11 +122,11 @@ def _read_notebook(path: Path, attempts: int = 20) -> dict:
 
 def notebook_hash(path: Path) -> str:
     """sha256 of a notebook's cells (type and source), without outputs, execution counts,
-    metadata or papermill's injected-parameters cell: executing a notebook, which rewrites
-    its outputs, leaves its hash unchanged."""
+    metadata, papermill's injected-parameters cell or the runner's banner (``RUNNER_TAGS``):
+    executing a notebook, which rewrites its outputs, leaves its hash unchanged."""
     h = hashlib.sha256()
     for cell in _read_notebook(Path(path))["cells"]:
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+        if RUNNER_TAGS & set(cell.get("metadata", {}).get("tags", [])):
             continue
         source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
         h.update(json.dumps([cell["cell_type"], source]).encode() + b"\n")

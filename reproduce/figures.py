@@ -14,9 +14,11 @@ from tokenworks.kvcache import plots as kvcache_plots
 from tokenworks.metrics import plots as metrics_plots
 from tokenworks.models import ZOO, ZOO_DIR
 from tokenworks.models import plots as models_plots
+from tokenworks.verdicts import STATUSES
 from tokenworks.paths import REPO
 from tokenworks.results import code_hashes, figure_path, model_hashes
 from tokenworks.speculative import plots as speculative_plots
+from tokenworks.transplant import plots as transplant_plots
 
 # method -> {figure name: plotting function of a results record}
 FIGURES = {"tensorbleu": {"speedup": metrics_plots.tensorbleu_speedup},
@@ -36,7 +38,10 @@ FIGURES = {"tensorbleu": {"speedup": metrics_plots.tensorbleu_speedup},
                            "attention_time": kvcache_plots.tokenselect_attention_time,
                            "essay": kvcache_plots.essay_needle},
            "gemfilter": {"layers": kvcache_plots.gemfilter_layers, "essay": kvcache_plots.essay_needle,
-                         "ttft": kvcache_plots.gemfilter_ttft}}
+                         "ttft": kvcache_plots.gemfilter_ttft},
+           "razorattention": {"heads": kvcache_plots.razor_heads, "tradeoff": kvcache_plots.razor_tradeoff,
+                              "essay": lambda record: kvcache_plots.essay_needle(record, ncols=4)},
+           "omp_transplant": {"bpb": transplant_plots.omp_transplant_bpb}}
 PUBLISHED = "full"  # the configuration the README and figures/ report
 RETRIEVAL_TARGET = 0.9  # issue 2: what tw-code must retrieve with the full cache
 
@@ -72,7 +77,8 @@ def reproductions_table() -> str:
         status = s["status"] + (f" ({stale})" if stale else "")
         rows.append(f"| {s['paper']} | [{method}](notebooks/{method}.ipynb) | {s['claim']} | "
                     f"{s['ours']} | {status} | {figs} |")
-    return "\n".join(rows)
+    legend = [f"- **{label}**: {meaning}." for label, meaning in STATUSES.items()]
+    return "\n".join(rows + ["", "Status (`tokenworks.verdicts`):", "", *legend])
 
 
 def zoo_table() -> str:
@@ -128,12 +134,12 @@ def redraw() -> None:
             fig = draw(record)
             if fig is None:  # an older record without this figure's data (re-run pending)
                 continue
-            fig.savefig(figure_path(method, name, PUBLISHED))
+            fig.savefig(figure_path(method, name, PUBLISHED), bbox_inches="tight")  # titles and outside legends kept whole
             print(f"figure: {figure_path(method, name, PUBLISHED).relative_to(REPO)}")
     cards = [json.loads((ZOO_DIR / n / "model_card.json").read_text()) for n in ZOO
              if (ZOO_DIR / n / "model_card.json").exists()]
     if cards:
-        models_plots.zoo_loss(cards).savefig(REPO / "figures" / "zoo_loss.png")
+        models_plots.zoo_loss(cards).savefig(REPO / "figures" / "zoo_loss.png", bbox_inches="tight")
     readme = REPO / "README.md"
     text = _fill(readme.read_text(), "reproductions", reproductions_table())
     readme.write_text(_fill(text, "zoo", zoo_table()))

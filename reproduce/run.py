@@ -79,10 +79,12 @@ def child_env(threads: int, config_path: Path) -> dict[str, str]:
 
 
 def execute(python: str, notebook: str, out: str, params: dict, timeout: float,
-            env: dict[str, str], cwd: str, cpus: list[int] | None = None) -> tuple[bool, float, str]:
+            env: dict[str, str], cwd: str, cpus: list[int] | None = None,
+            banner: str | None = None) -> tuple[bool, float, str]:
     """Run ``notebook`` with papermill into ``out`` from ``cwd`` (paths relative to it stay
-    relative in the executed notebook's metadata), on the cores ``cpus`` if given; (ok,
-    seconds, error note). Self-contained: it is also the body of a Ray task."""
+    relative in the executed notebook's metadata), on the cores ``cpus`` if given, then
+    ``tidy`` it with ``banner``; (ok, seconds, error note). Self-contained but for ``tidy``:
+    it is also the body of a Ray task."""
     (Path(cwd) / out).parent.mkdir(parents=True, exist_ok=True)
     cmd = [python, "-m", "papermill", notebook, out, "-y", yaml.safe_dump(params),
            "-k", "python3", "--cwd", str(Path(notebook).parent), "--no-progress-bar"]
@@ -92,9 +94,49 @@ def execute(python: str, notebook: str, out: str, params: dict, timeout: float,
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                               env={**os.environ, **env}, preexec_fn=pin)
         ok, note = proc.returncode == 0, (proc.stderr.strip().splitlines() or [""])[-1]
+        if ok:
+            tidy(Path(cwd) / out, banner)
     except subprocess.TimeoutExpired:
         ok, note = False, f"timed out after {timeout} s"
     return ok, time.time() - start, "" if ok else note or "papermill failed"
+
+
+def tidy(path: Path, banner: str | None = None) -> None:
+    """An executed notebook as a reader should see it: consecutive stream outputs merged and
+    each progress bar reduced to its last frame (nbconvert's ``CoalesceStreamsPreprocessor``),
+    lines that bars cleared dropped; the runner's banner (a markdown cell tagged ``run-banner``)
+    replaced by ``banner``, or removed where there is none."""
+    import nbformat
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+    nb = nbformat.read(path, as_version=4)
+    nb.cells = [c for c in nb.cells if "run-banner" not in c.metadata.get("tags", [])]
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.outputs:
+            if out.output_type == "stream":
+                lines = (line.rstrip("\r").rsplit("\r", 1)[-1] for line in out.text.split("\n"))
+                out.text = "\n".join(line for line in lines if line.strip()) + "\n" * out.text.endswith("\n")
+        cell.outputs = [o for o in cell.outputs if o.output_type != "stream" or o.text.strip()]
+    if banner:
+        cell = nbformat.v4.new_markdown_cell(banner)
+        cell.metadata["tags"] = ["run-banner"]
+        nb.cells.insert(0, cell)
+    nbformat.write(nb, path)
+
+
+def smoke_banner(name: str, spec: dict) -> str:
+    """The one-line banner of a committed smoke notebook: what it is, and where the full run is."""
+    full = {run: p for run, p in spec["runs"].items() if run != "smoke"}
+    where = ", ".join(
+        f"[{p.get('config', run)}](../results/{name}/{p.get('config', run)}.ipynb) ("
+        + (", ".join(f"{k} {v}" for k, v in p.items() if k != "config") or "its defaults") + ")"
+        for run, p in full.items())
+    return (f"> **Smoke run**: these outputs come from the notebook's small default parameters; they check "
+            f"that it runs and judge nothing. The full run{'s' * (len(full) > 1)}, whose numbers the README "
+            f"reports, with {'their' if len(full) > 1 else 'its'} parameters: {where}.")
 
 
 def with_threads(notebook: str, params: dict, threads: int) -> dict:
@@ -125,6 +167,11 @@ def output_path(name: str, spec: dict, run: str) -> Path:
     return ROOT / spec["notebook"] if run == "smoke" else out_dir("results") / name / f"{run}.ipynb"
 
 
+def banner(name: str, spec: dict, run: str) -> str | None:
+    """The banner of a run's executed notebook: ``smoke_banner`` for a smoke run, none otherwise."""
+    return smoke_banner(name, spec) if run == "smoke" else None
+
+
 def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
@@ -147,7 +194,7 @@ def run_local(phase: list, config: dict, config_path: Path, jobs: int):
         try:
             return execute(sys.executable, shown(ROOT / notebook), shown(output_path(name, spec, run)),
                            with_threads(str(ROOT / notebook), params, threads), spec["timeout"], env,
-                           str(ROOT), cpus if jobs > 1 else None)
+                           str(ROOT), cpus if jobs > 1 else None, banner(name, spec, run))
         finally:
             free.put(cpus)
 
@@ -180,7 +227,7 @@ def run_ray(phase: list, config: dict, config_path: Path, jobs: int):
         futures[task.options(**resources).remote(
             sys.executable, shown(ROOT / spec["notebook"]), shown(output_path(name, spec, run)),
             with_threads(notebook, params, resources["num_cpus"]), spec["timeout"],
-            child_env(resources["num_cpus"], config_path), str(ROOT))] = job
+            child_env(resources["num_cpus"], config_path), str(ROOT), None, banner(name, spec, run))] = job
     while futures:
         done, _ = ray.wait(list(futures), num_returns=1)
         yield futures.pop(done[0]), ray.get(done[0])

@@ -480,7 +480,8 @@ def test_a_long_chunk_after_ragged_heads_scores_as_token_by_token_decoding(name)
 
 
 REPLAYED = [{}, {"streaming": 20, "n_sink": 4}] + [
-    {"evict": n, "budget": 20, **({"window_size": 4} if n in ("ems", "snapkv", "pyramidkv", "adakv") else {})}
+    {"evict": n, "budget": 20, **({"window_size": 4} if n in ("ems", "snapkv", "pyramidkv", "adakv") else {}),
+     **({"heads": torch.tensor([[True, False], [False, False]])} if n == "razor" else {})}  # tw-micro: 2 x 2 KV heads
     for n in PRESSES if n != "h2o"]
 
 
@@ -495,14 +496,16 @@ def test_a_press_on_a_captured_prefill_leaves_exactly_the_cache_of_its_own_prefi
     for shared in (None, prefill):
         press = method_press(spec, 80)
         cache, logits, held = _prefill(model, context, press, shared)
-        masks = [getattr(attn, "masked_key_indices", None) for attn in attention_layers(model)]
+        masks = [(getattr(attn, "masked_key_indices", None), getattr(attn, "key_bias", None))
+                 for attn in attention_layers(model)]
         results.append((cache, logits, held, masks))
     (direct, logits, held, masks), (replayed, logits_r, held_r, masks_r) = results
     assert held == held_r and torch.equal(logits, logits_r)
     for a, b in zip(direct.layers, replayed.layers):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
-    for m, m_r in zip(masks, masks_r):
+    for (m, bias), (m_r, bias_r) in zip(masks, masks_r):
         assert (m is None and m_r is None) or all(torch.equal(x, y) for x, y in zip(m, m_r))
+        assert (bias is None and bias_r is None) or torch.equal(bias, bias_r)  # RazorAttention's ln N_d
     full = sum(k.numel() + v.numel() for *_, k, v in prefill.layers) * 8  # float64
     assert (held < full) == bool(spec) or spec.get("evict") == "adakv"  # a press really evicted (AdaKV masks)
 

@@ -17,9 +17,11 @@ def micro():
 
 def test_speed_decodes_the_asked_number_of_tokens(micro):
     model, _ = micro
-    out = speed(model, list(range(5, 45)), new_tokens=6, repeats=1)
-    assert out["prompt_tokens"] == 40 and out["new_tokens"] == 6
+    out = speed(model, list(range(5, 45)), new_tokens=16)
+    assert out["prompt_tokens"] == 40 and out["new_tokens"] == 16
     assert out["prefill_s"] > 0 and out["decode_tokens_per_s"] > 0
+    with pytest.raises(ValueError, match="at least 2 new tokens"):
+        speed(model, list(range(5, 45)), new_tokens=1)
 
 
 def test_shifted_probe_uses_names_and_values_outside_the_curriculum(micro):

@@ -221,3 +221,32 @@ def test_notebook_hash_ignores_outputs_and_retries_a_torn_read(tmp_path, monkeyp
     nb.cells[2].source += "\n# changed"
     text = nbformat.writes(nb)
     assert notebook_hash(path) != first
+
+
+def test_tidy_leaves_each_bar_its_last_frame_and_one_banner(tmp_path):
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from run import tidy
+
+    old = nbformat.v4.new_markdown_cell("old banner")
+    old.metadata["tags"] = ["run-banner"]
+    cell = nbformat.v4.new_code_cell("work()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="items:  10%|#\ritems:  50%|#####"),
+                    nbformat.v4.new_output("stream", name="stderr", text="\ritems: 100%|##########|\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="done\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="inner:  40%\r          \r")]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[old, nbformat.v4.new_markdown_cell("# Title"), cell]), path)
+    tidy(path, "new banner")
+    tidy(path, "new banner")  # a re-run replaces the banner, never adds one
+    nb = nbformat.read(path, as_version=4)
+    assert [c.source for c in nb.cells[:2]] == ["new banner", "# Title"]
+    assert [(o.name, o.text) for o in nb.cells[2].outputs] == [("stderr", "items: 100%|##########|\n"),
+                                                              ("stdout", "done\n")]
+    tidy(path)
+    assert nbformat.read(path, as_version=4).cells[0].source == "# Title"
+
+
+def test_a_smoke_notebook_opens_with_a_banner_naming_its_full_run(tiny, serial):
+    first = nbformat.read(tiny[0] / "alpha.ipynb", as_version=4).cells[0]
+    assert first.metadata["tags"] == ["run-banner"] and first.source.startswith("> **Smoke run**")
+    assert "[full](../results/alpha/full.ipynb) (n 3)" in first.source

@@ -20,6 +20,7 @@ import math
 import random
 import textwrap
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -348,6 +349,8 @@ def genlm_next_byte_logprobs(model, tokenizer, data: bytes, K: int = 5) -> tuple
     from genlm.backend.llm import AsyncTransformer
     from genlm.bytes import BeamParams, ByteBeamState
 
+    # its trie's sparse tensors make torch print a beta notice, with the install's path
+    warnings.filterwarnings("ignore", message="Sparse (CSR tensor support|invariant checks)", category=UserWarning)
     tokenizer = copy.deepcopy(tokenizer)
     if tokenizer.bos_token_id is None:  # genlm starts from BOS; the zoo starts from EOS
         tokenizer.bos_token = tokenizer.eos_token

@@ -2,9 +2,8 @@
 
 Li, Li, Meng, Ma, Geng, Xia, Wang, *Adaptive Evict-then-Merge Strategy for Head-wise KV Cache
 Compression Based on Global-Local Importance*, arXiv 2412.08521 (2024). The authors released no
-code; the paper is vague on constants, so this is our reconstruction (method notes,
-``shared/docs/methods-kvcache.md`` §2, tagged there as unverified) and every choice below is a
-parameter:
+code; the paper is vague on constants, so this is our reconstruction (unverified against the
+paper's constants; ``references/ems.md``) and every choice below is a parameter:
 
 1. **Global-Local score** (§3.1 of the paper). Accumulated attention over all prefill queries
    favours early keys (they are seen by more rows), attention from the last ``window`` queries

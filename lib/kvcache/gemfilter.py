@@ -16,14 +16,12 @@ queries and keys are known, and keeps no cache.
 """
 from __future__ import annotations
 
-import sys
-
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
 from tokenworks.ids import as_ids, check_count
-from tokenworks.kvcache.harness import attention_layers
+from tokenworks.kvcache.layers import attention_layers, rotated_qk
 
 POOL = 5  # the reference code's avg_pool1d kernel
 
@@ -55,17 +53,9 @@ def full_layers(model) -> list[int]:
 
 def _last_query_logits(attn, hidden: torch.Tensor, position_embeddings) -> torch.Tensor:
     """``s_j`` for one attention module: ``hidden`` ``[1, n, d_model]`` -> ``[n]`` (float32 or wider)."""
-    n, d = hidden.shape[1], attn.head_dim
-    q = attn.q_proj(hidden[:, -1:]).view(1, 1, -1, d).transpose(1, 2)  # [1, Hq, 1, d]
-    k = attn.k_proj(hidden).view(1, n, -1, d).transpose(1, 2)  # [1, Hkv, n, d]
-    if hasattr(attn, "q_norm"):  # Gemma-3, Qwen-3: per-head norms before RoPE
-        q, k = attn.q_norm(q), attn.k_norm(k)
-    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-    cos, sin = position_embeddings  # [1, n, d]
-    q, _ = rope(q, q, cos[:, -1:], sin[:, -1:])  # the last position's rotation
-    _, k = rope(k, k, cos, sin)
-    hkv = k.shape[1]
-    q = q[0, :, 0].view(hkv, -1, d)  # [Hkv, G, d]: query heads grouped by their KV head
+    q, k = rotated_qk(attn, hidden, position_embeddings, last_query=True)  # [1, Hq, 1, D], [1, Hkv, n, D]
+    hkv, d = k.shape[1], k.shape[3]
+    q = q[0, :, 0].view(hkv, -1, d)  # [Hkv, G, D]: query heads grouped by their KV head
     dtype = torch.promote_types(q.dtype, torch.float32)
     return torch.einsum("hgd,hnd->n", q.to(dtype), k[0].to(dtype))  # summed over every query head
 

@@ -33,17 +33,9 @@ from transformers import DynamicCache
 from tokenworks.ids import as_ids, check_count, check_ratio
 from tokenworks.models.loader import sliding_attention
 from tokenworks.kvcache.ems import EMSPress
+from tokenworks.kvcache.layers import attention_layers
+from tokenworks.kvcache.razorattention import RazorAttentionPress
 from tokenworks.kvcache.streamingllm import StreamingLLMPress
-
-
-def attention_layers(model) -> list:
-    """The attention modules a press hooks (``model.model.layers[i].self_attn``)."""
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if not layers or not all(hasattr(layer, "self_attn") for layer in layers):
-        raise ValueError(f"a press can't hook {type(model).__name__}'s attention: kvpress needs "
-                         "model.model.layers[i].self_attn (Llama, Mistral, Qwen, Gemma, Phi-3 "
-                         "style decoder-only models)")
-    return [layer.self_attn for layer in layers]
 
 
 def _cache_position(module, args, kwargs):
@@ -144,14 +136,14 @@ def press_on(model, press):
     full cache. Checks the press (``_check_press``) and that the attention can be hooked
     first. Our presses' layers are left as the press left them (``_prefill`` pads after
     counting the bytes)."""
-    for attn in attention_layers(model):  # head masks of an earlier press must not leak into this run
-        attn.masked_key_indices = None
+    for attn in attention_layers(model):  # head masks and biases of an earlier press must not leak into this run
+        attn.masked_key_indices = attn.key_bias = None
     if press is None:
         yield
         return
     _check_press(press)
     with contextlib.ExitStack() as stack:
-        if isinstance(press, (EMSPress, StreamingLLMPress)):
+        if isinstance(press, (EMSPress, StreamingLLMPress, RazorAttentionPress)):
             stack.enter_context(kvpress_way(press, model, equal_lengths=False))
         else:
             stack.enter_context(cache_positions(model))
@@ -331,7 +323,7 @@ def greedy_after(model, context: list[int], question: list[int], press=None,
 # --- Running methods side by side ------------------------------------------------------------
 
 # Press constructors by name, each taking the compression ratio and its own options
-_PRESS_MAKERS = {"ems": EMSPress, "streaming": StreamingLLMPress,  # ours
+_PRESS_MAKERS = {"ems": EMSPress, "streaming": StreamingLLMPress, "razor": RazorAttentionPress,  # ours
                  "snapkv": kvpress.SnapKVPress, "pyramidkv": kvpress.PyramidKVPress,
                  "adakv": lambda compression_ratio, **kw: kvpress.AdaKVPress(kvpress.SnapKVPress(compression_ratio, **kw)),
                  "h2o": kvpress.ObservedAttentionPress, "tova": kvpress.TOVAPress, "knorm": kvpress.KnormPress}

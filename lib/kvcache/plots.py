@@ -224,3 +224,51 @@ def gemfilter_ttft(record: dict):
     fig.suptitle(f"{m['model']}, {record['provenance']['device']}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def razor_heads(record: dict):
+    """The probe's induction and echo scores, layer x query head, the retrieval heads' query
+    heads outlined (a KV head is chosen for its whole group)."""
+    m = record["metrics"]
+    heads = m["retrieval_heads"]  # [L][Hkv] bools
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110, layout="constrained")
+    for ax, part in zip(axes, ("induction", "echo")):
+        grid = m["head_scores"][part]  # [L][Hq]
+        im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower", vmin=0)
+        group = len(grid[0]) // len(heads[0])
+        for layer, row in enumerate(heads):
+            for kv, chosen in enumerate(row):
+                if chosen:
+                    ax.add_patch(plt.Rectangle((kv * group - 0.5, layer - 0.5), group, 1, fill=False,
+                                               edgecolor="red", lw=1.2))
+        ax.set(xlabel="query head", ylabel="layer", title=f"{part} score (red: retrieval heads' groups)")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    fig.suptitle(f"RazorAttention's probe ({m['probe_n']} random tokens x {m['probe_repeats']}), {m['model']}, "
+                 f"{record['provenance']['device']}", fontsize=9)
+    return fig
+
+
+RAZOR_STYLE = {"razor": ("tab:orange", "-o"), "razor, no compensation": ("tab:orange", "--^"),
+               "razor, random heads": ("tab:orange", ":x"), **{p: EMS_STYLE[p] for p in ("ems", "snapkv", "streaming")}}
+
+
+def razor_tradeoff(record: dict):
+    """Essay needles retrieved and long-text NLL against the KV reduction (the share of entries
+    dropped, over all heads), a line per method; the full cache dashed."""
+    m = record["metrics"]
+    rows = {t["method"]: t for t in m["table"]}
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.8), dpi=110, layout="constrained")
+    for ax, (key, ylabel, title) in zip(axes, [("essay", "essay needles retrieved", "needle in the essays"),
+                                               ("nll", "mean NLL (nats/token)", f"continuation after {m['ppl_context']} tokens")]):
+        for name, (colour, style) in RAZOR_STYLE.items():
+            pts = sorted((t["reduction"], t[key]) for t in m["table"] if t["family"] == name)
+            if pts:
+                ax.plot(*zip(*pts), style, color=colour, label=name, ms=5)
+        ax.axhline(rows["full"][key], color="k", ls="--", lw=1, label="full cache")
+        ax.set(xlabel="KV entries dropped (share of the full cache)", ylabel=ylabel, title=title)
+        ax.set_xticks(m["reductions"], [f"{r:.0%}" for r in m["reductions"]])
+        if key == "essay":
+            ax.set_ylim(-0.02, 1.02)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+    fig.suptitle(f"RazorAttention at equal entries held, {m['model']}, {record['provenance']['device']}", fontsize=9)
+    return fig

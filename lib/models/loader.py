@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -112,6 +113,21 @@ def _is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+@contextmanager
+def _no_loading_bars():
+    """transformers' "Loading weights" bar off (a second's work here; in a notebook it leaves
+    frames in the outputs), then back as it was."""
+    from transformers.utils import logging
+
+    active = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if active:
+            logging.enable_progress_bar()
+
+
 def load(name: str, device: str = "auto", dtype: torch.dtype | None = None):
     """Return ``(model, tokenizer)`` for a zoo name or a hub id, in eval mode on ``device``.
 
@@ -120,10 +136,21 @@ def load(name: str, device: str = "auto", dtype: torch.dtype | None = None):
     ``HF_HUB_OFFLINE=1`` an unknown name fails at once with the list of zoo models.
     Packaged models (``PACKAGED``) are converted from their GGUF on first use and cached; they
     load as float32 on the CPU and bfloat16 on CUDA unless ``dtype`` says otherwise.
+    The tokenizer encodes texts of any length (``model_max_length`` unbounded): callers cut
+    their own windows to the model's positions.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
     dev = resolve_device(device)
+    with _no_loading_bars():
+        model, tokenizer = _load(name, dev, dtype)
+    tokenizer.model_max_length = VERY_LARGE_INTEGER
+    return model.to(dev).eval(), tokenizer
+
+
+def _load(name: str, dev: torch.device, dtype: torch.dtype | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if name in ZOO:
         path = zoo_dir() / name
         if not (path / "model.safetensors").exists():
@@ -150,4 +177,4 @@ def load(name: str, device: str = "auto", dtype: torch.dtype | None = None):
                     if _is_offline() else "")
             raise ValueError(f"could not load hub model {name!r}.{hint} "
                              f"Offline, use a zoo model ({zoo}) or a packaged model ({', '.join(PACKAGED)}).") from e
-    return model.to(dev).eval(), tokenizer
+    return model, tokenizer

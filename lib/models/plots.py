@@ -1,25 +1,32 @@
 """Figures drawn from results records (``results/<method>/<config>.json``), never from live runs."""
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
+
+from tokenworks.style import legend_outside
 
 
 def zoo_loss(cards: list[dict]):
-    """Training loss of each zoo model against tokens seen."""
+    """Training loss of each zoo model against tokens seen, in bits per byte (the loss in nats
+    per token over ln 2, times the held-out set's tokens per byte): comparable across the zoo's
+    vocabularies. A run resumed from a checkpoint (``resumed_from``) starts at its step 1."""
     fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
     for card in cards:
-        hist = card["training"]["loss_history"]
-        stages = card["training"]["stages"]
-        tokens_per_step = {s: b * s for s, b, _ in stages}
-        seen, xs = 0, []
-        prev = 0
+        hist, held_out = card["training"]["loss_history"], card["validation"]
+        per_byte = held_out["tokens"] / held_out["bytes"] / math.log(2)
+        tokens_per_step = {seq: batch * seq for seq, batch, _ in card["training"]["stages"]}
+        seen, prev, xs = 0, 0, []
         for step, _, seq in hist:
             seen += (step - prev) * tokens_per_step[seq]
             prev = step
             xs.append(seen / 1e6)
-        ax.plot(xs, [h[1] for h in hist], label=card["name"], lw=1)
-    ax.set(xlabel="training tokens (M)", ylabel="cross-entropy (nats/token)", title="Zoo training loss")
-    ax.legend()
+        resumed = " (resumed)" if card["training"].get("resumed_from") else ""
+        ax.plot(xs, [h[1] * per_byte for h in hist], label=card["name"] + resumed, lw=1)
+    ax.set(xlabel="training tokens (M)", ylabel="training loss (bits/byte)", title="Zoo training loss",
+           xscale="log")
+    legend_outside(ax)
     fig.tight_layout()
     return fig
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tokenworks.speculative import generate, make_drafter
 from tokenworks.speculative.engine import PHASES
