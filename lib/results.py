@@ -189,13 +189,16 @@ def provenance() -> dict:
 
 def save_result(method: str, config: str, metrics: dict, parameters: dict) -> Path:
     """Write ``results/<method>/<config>.json`` and return its path; its provenance holds the
-    hashes of the code (``code``) and models (``models``) the run depended on."""
+    hashes of the code (``code``) and models (``models``) the run depended on. A ``summary``
+    (the README row) is printed as well, so the executed notebook shows every number of its row."""
     path = out_dir("results") / method / f"{config}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"method": method, "config": config, "metrics": metrics, "parameters": parameters,
               "provenance": {**provenance(), "code": code_hashes(method),
                              "models": model_hashes(parameters)}}
     path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    if "summary" in metrics:
+        print(f"README row, this run: {metrics['summary']['ours']} | status: {metrics['summary']['status']}")
     return path
 
 

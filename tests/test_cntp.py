@@ -154,7 +154,7 @@ def test_a_set_of_end_ids_stops_generation():
     assert "\n" not in tok.decode(lines[:-1]) and (len(lines) == 20 or "\n" in tok.decode(lines[-1:]))
 
 
-# --- input checks (issue 16) ------------------------------------------------------------------------
+# --- input checks ------------------------------------------------------------------------
 
 def test_prompt_as_a_tensor_equals_the_list():
     model, tok = micro()
@@ -195,25 +195,6 @@ def test_bad_parameters_fail_clearly(kwargs, message, strategy):
 def test_n_trials_refuses_an_empty_entropy_range():
     with pytest.raises(ValueError, match="h_low"):
         n_trials(0.5, h_low=1.0, h_high=1.0)
-
-
-def _diffs(sample, greedy, vote):
-    """differences() as (mean, ci_low) per claim."""
-    return {name: {"mean": m, "ci_low": lo, "ci_high": m + 0.1}
-            for name, (m, lo) in (("cntp - sample", sample), ("cntp - greedy", greedy), ("cntp_sc - sc", vote))}
-
-
-def test_verdict_needs_intervals_above_zero_to_reproduce():
-    assert cntp.verdict(_diffs((0.05, 0.01), (0.04, 0.001), (0.0, 0.0))) == "reproduced"
-    assert cntp.verdict(_diffs((0.05, 0.01), (0.04, 0.001), (0.0, -0.01))) == "partly reproduced"
-    assert cntp.verdict(_diffs((0.05, -0.01), (0.04, 0.01), (0.1, 0.05))) == "partly reproduced"
-    assert cntp.verdict(_diffs((0.05, 0.01), (-0.01, -0.05), (0.1, 0.05))) == "not reproduced"
-    assert cntp.verdict(_diffs((0.0, -0.1), (0.1, 0.05), (0.1, 0.05))) == "not reproduced"
-    assert cntp.overall_verdict(["reproduced", "reproduced"]) == "reproduced"
-    assert cntp.overall_verdict(["not reproduced"]) == "not reproduced"
-    assert cntp.overall_verdict(["reproduced", "not reproduced"]) == "partly reproduced"
-    with pytest.raises(ValueError, match="no task verdicts"):
-        cntp.overall_verdict([])
 
 
 def test_run_ends_answers_at_the_given_ids():

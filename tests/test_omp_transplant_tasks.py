@@ -10,6 +10,7 @@ import torch
 from tokenworks.models import load
 from tokenworks.transplant.tasks import (bits_per_byte, equation_items, pad_id, start_token, transplanted_start,
                                          verdict)
+from tokenworks.verdicts import judge
 from test_omp_transplant import tokenizer
 
 
@@ -64,24 +65,32 @@ def test_equation_items_are_seeded_and_well_formed():
 
 
 def rows(omp, mean):
-    return [{"model": m, "corpus": c, "bits_per_byte": v} for m, vals in (("omp", omp), ("mean", mean))
+    return [{"model": m, "corpus": c, "bits_per_byte": v} for m, vals in (("base", (0.9, 1.9)), ("omp", omp), ("mean", mean))
             for c, v in zip(("code", "essays"), vals)]
 
 
 def eq(base, omp):
-    return {"base": {"accuracy": base}, "omp": {"accuracy": omp}}
+    return {"base": {"accuracy": base, "n": 40}, "omp": {"accuracy": omp, "n": 40}}
+
+
+def held(claims):
+    return [c.held for c in claims]
 
 
 def test_verdict_reads_its_criteria():
-    assert verdict(rows((1.0, 2.0), (1.1, 2.1)), eq(0.5, 0.45), "base", ["omp", "mean"], True)["verdict"] == "reproduced"
+    assert judge(verdict(rows((1.0, 2.0), (1.1, 2.1)), eq(0.5, 0.45), "base", ["omp", "mean"], True)) == "reproduced"
     worse_on_one = verdict(rows((1.0, 2.2), (1.1, 2.1)), eq(0.5, 0.45), "base", ["omp", "mean"], True)
-    assert worse_on_one["best_preservation"] is False and worse_on_one["verdict"] == "partly reproduced"
+    assert held(worse_on_one) == [False, True] and judge(worse_on_one) == "partly reproduced"
+    assert "essays: OMP 2.200 bits/byte vs. mean 2.100 (base 1.900)" in worse_on_one[0].ours
+    assert worse_on_one[0].proxy and worse_on_one[1].proxy  # both metrics stand in for the paper's benchmarks
     lost = verdict(rows((1.0, 2.2), (1.1, 2.1)), eq(0.5, 0.2), "base", ["omp", "mean"], True)
-    assert lost["verdict"] == "not reproduced"
+    assert judge(lost) == "not reproduced"
+    # the tolerance's edge: 10 points lost still counts as kept
+    assert held(verdict(rows((1.0, 2.0), (1.1, 2.1)), eq(0.5, 0.4), "base", ["omp", "mean"], True)) == [True, True]
     # digit schemes differ: the paper predicts the loss
-    assert verdict(rows((1.0, 2.0), (1.1, 2.1)), eq(0.5, 0.2), "base", ["omp", "mean"], False)["verdict"] == "reproduced"
+    assert judge(verdict(rows((1.0, 2.0), (1.1, 2.1)), eq(0.5, 0.2), "base", ["omp", "mean"], False)) == "reproduced"
     # a base that solves nothing has nothing to lose: the claim is not measured
     unmeasured = verdict(rows((1.0, 2.0), (1.1, 2.1)), eq(0.05, 0.0), "base", ["omp", "mean"], True)
-    assert unmeasured["numbers_as_predicted"] is None and unmeasured["verdict"] == "reproduced"
+    assert held(unmeasured) == [True, None] and judge(unmeasured) == "reproduced"
     with pytest.raises(ValueError, match="compares omp"):
         verdict(rows((1.0, 2.0), (1.1, 2.1)), eq(0.5, 0.5), "base", ["mean"], True)

@@ -5,7 +5,6 @@ page are left in build/site-test/shots/ to be looked at."""
 import functools
 import http.server
 import json
-import re
 import shutil
 import sys
 import threading
@@ -14,12 +13,12 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 
+from test_clean_notebooks import ABSOLUTE
+
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 OUT = ROOT / "build/site-test"
-# a path of the machine that built the page (a reader's machine has none of these)
-ABSOLUTE = re.compile(r"(?<![\w.])/(?:work|root|home|tmp|check|usr/local)/[\w./+-]*")
 # as the machine's notes advise for a closed network: no background connections
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")

@@ -44,7 +44,7 @@ def test_our_streaming_llm_keeps_what_kvpress_keeps(ratio):
     ours, held = continuation_nll(model, context, target, OurStreamingLLM(compression_ratio=ratio))
     theirs, held_kvpress = continuation_nll(model, context, target, StreamingLLMPress(compression_ratio=ratio))
     assert held == held_kvpress
-    assert torch.allclose(ours, theirs, atol=1e-9)  # the issue asks for 1% on perplexity
+    assert torch.allclose(ours, theirs, atol=1e-9)  # far inside the 1% perplexity tolerance a reproduction would allow
 
 
 def test_the_press_works_the_kvpress_way_and_under_generate():

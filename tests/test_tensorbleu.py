@@ -154,7 +154,7 @@ def test_bad_inputs():
         tensor_bleu([[1, -5]], [[[1, 2]]])
 
 
-# --- input forms and NLTK edges (issue 16) ---------------------------------------------------
+# --- input forms and NLTK edges ---------------------------------------------------
 
 def test_pad_id_strips_trailing_padding_of_lists_too():
     cands, refs = [[5, 6, 7, 8, 0, 0], [9, 9, 3]], [[[5, 6, 7, 8, 0]], [[9, 9, 3, 0], [1, 0, 0]]]

@@ -30,11 +30,13 @@ from transformers import DynamicCache
 from tokenworks.bytelevel.bytelm import END, ByteLM
 from tokenworks.bytelevel.ensemble import ByteEnsemble
 from tokenworks.stats import bootstrap
+from tokenworks.verdicts import Claim
 from tokenworks.models.corpus import function_nodes
 from tokenworks.models.zoo import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 FORMATS = ("psm", "spm")
 ARMS = ("token", "healing", "byte", "ensemble")
+FIM_PROXY = "edit similarity of the middle, every method stopped at the true middle's length, in place of pass rate"
 
 
 def functions(text: str, min_bytes: int = 150, max_bytes: int = 1000) -> list[str]:
@@ -387,3 +389,108 @@ def compare_with_genlm(lm: ByteLM, data: bytes, K: int = 5) -> dict:
             "bpb_genlm": mean_bits([float(t[b]) for t, b in zip(theirs, data)]),
             "end_ours": float(ours[-1][END].exp()), "end_genlm": float(theirs[-1][END].exp()),
             "s_per_byte_ours": ours_s / n, "s_per_byte_genlm": theirs_s / n}
+
+
+# --- the verdict ----------------------------------------------------------------------------
+
+def _fim(fim_summary: list[dict], fim_diffs: dict[str, dict]) -> dict[tuple[str, str], dict]:
+    """``fim_summary`` by (format, method), after checking it and ``fim_diffs`` hold what the
+    verdict reads."""
+    by = {(r["format"], r["method"]): r for r in fim_summary}
+    missing = [f"{f} {m}" for f, m in (("spm", "token"), ("spm", "healing"), ("spm", "byte")) if (f, m) not in by]
+    missing += [k for k in ("spm byte - token", "spm byte - healing") if k not in fim_diffs]
+    if missing:
+        raise ValueError(f"the verdict needs {missing}: run SPM with token, healing and byte (summarize_fim) "
+                         "and their paired differences (fim_difference)")
+    return by
+
+
+def _members(bpb: dict[str, float]) -> list[str]:
+    """The single models of ``bpb`` (every key but ``ensemble``)."""
+    members = [k for k in bpb if k != "ensemble"]
+    if "ensemble" in bpb and len(members) != 2:
+        raise ValueError(f"an ensemble's bits per byte needs its two models' beside it; got {sorted(bpb)}")
+    return members
+
+
+def _gain(d: dict) -> str:
+    return f"{d['mean']:+.3f} edit similarity ({d['ci_low']:+.3f} to {d['ci_high']:+.3f})"
+
+
+def verdict(fim_summary: list[dict], fim_diffs: dict[str, dict], bpb: dict[str, float]) -> list[Claim]:
+    """The paper's three claims (``tokenworks.verdicts.Claim``), all on proxies, from
+    :func:`summarize_fim`, the paired differences of :func:`fim_difference` (named ``"spm byte
+    - token"`` etc.) and bits per byte (model name -> bits, ``ensemble`` for their mean).
+    **Byte beats token level in SPM**: the paired 95% interval of byte - token edit similarity
+    lies above 0. **Byte at least matches token healing**: the mean of byte - healing is at
+    least 0. **The ensemble helps**: its bits per byte is below the better single model's;
+    not measured (None) without an ensemble. Edit similarity (``FIM_PROXY``) and bits per byte
+    stand in for the paper's pass rate and task scores."""
+    by = _fim(fim_summary, fim_diffs)
+    n, tok, heal = by["spm", "byte"]["n"], fim_diffs["spm byte - token"], fim_diffs["spm byte - healing"]
+    members = _members(bpb)
+    claims = [
+        Claim("FIM, SPM, prompt ends inside a token: byte level beats token level",
+              "+18 pts pass rate (45.0 → 63.9, CodeLlama-7B; unverified)",
+              f"{_gain(tok)}: {by['spm', 'token']['edit_similarity']:.3f} → {by['spm', 'byte']['edit_similarity']:.3f}, {n} items",
+              "paired 95% bootstrap interval of byte - token edit similarity over the items lies above 0",
+              tok["ci_low"] > 0, proxy=FIM_PROXY),
+        Claim("FIM, SPM: byte level at least matches token healing", "about +1 pt pass rate (unverified)",
+              f"{_gain(heal)}: {by['spm', 'healing']['edit_similarity']:.3f} → {by['spm', 'byte']['edit_similarity']:.3f}, {n} items",
+              "mean byte - healing edit similarity over the items at or above 0", heal["mean"] >= 0, proxy=FIM_PROXY)]
+    if "ensemble" in bpb:
+        best = min(members, key=bpb.get)
+        claims.append(Claim(
+            f"Byte-level ensemble of {' and '.join(members)} (different tokenizers) beats each alone",
+            "up to +3.7% over the individual models (abstract; task scores; unverified)",
+            f"{bpb['ensemble']:.3f} bits/byte vs. {best} alone {bpb[best]:.3f} "
+            f"({100 * (bpb[best] - bpb['ensemble']) / bpb[best]:+.1f}%)",
+            "the ensemble's bits per byte of held-out code below the better single model's", bpb["ensemble"] < bpb[best],
+            proxy="bits per byte of held-out code in place of task scores"))
+    else:
+        claims.append(Claim("Byte-level ensemble of models with different tokenizers beats each alone",
+                            "up to +3.7% over the individual models (abstract; task scores; unverified)",
+                            "no ensemble in this run", "the ensemble's bits per byte below the better single model's",
+                            None, proxy="bits per byte of held-out code in place of task scores"))
+    return claims
+
+
+def context(fim_summary: list[dict], fim_diffs: dict[str, dict], humaneval_summary: list[dict]) -> list[tuple[str, str, str]]:
+    """Rows that inform without deciding: pass@1 of the FIM items where they come from
+    HumanEval (the paper's metric, but on a small model with the true middle's length given),
+    the PSM control, the FIM ensemble against its first model, and HumanEval completion cut
+    inside a token (``summarize_humaneval``; the paper gives no number for it)."""
+    by = _fim(fim_summary, fim_diffs)
+    spm = [m for m in ARMS if ("spm", m) in by]
+    rows = []
+    if all(by["spm", m]["pass_at_1"] is not None for m in spm):
+        rows.append(("FIM, SPM: pass@1 through HumanEval's harness (true middle's length given)",
+                     "45.0 → 63.9 token → byte (CodeLlama-7B; unverified)",
+                     " / ".join(f"{m} {100 * by['spm', m]['pass_at_1']:.1f}%" for m in spm)))
+    if "psm byte - token" in fim_diffs:
+        rows.append(("FIM, PSM (no prompt ends inside a token, the control): byte - token", "-",
+                     _gain(fim_diffs["psm byte - token"])))
+    if "spm ensemble - byte" in fim_diffs:
+        rows.append(("FIM, SPM: byte-level ensemble of two FIM models - the first alone", "-",
+                     _gain(fim_diffs["spm ensemble - byte"])))
+    if humaneval_summary:
+        he = {r["method"]: r for r in humaneval_summary}
+        rows.append(("HumanEval completion cut inside a token: pass@1 token / healing / byte",
+                     "no number (the +18 pts is FIM)",
+                     " / ".join(f"{100 * he[m]['pass_at_1']:.1f}%" for m in ("token", "healing", "byte"))
+                     + f" on {he['token']['n']} problems; edit similarity "
+                     + " / ".join(f"{he[m]['edit_similarity']:.2f}" for m in ("token", "healing", "byte"))))
+    return rows
+
+
+def headline(fim_summary: list[dict], fim_diffs: dict[str, dict], bpb: dict[str, float]) -> str:
+    """This run's numbers for the README: SPM edit similarity (and pass@1 where measured) of
+    token level, token healing and byte level, and the ensemble's bits per byte."""
+    by, members = _fim(fim_summary, fim_diffs), _members(bpb)
+    arms = ("token", "healing", "byte")
+    text = "SPM FIM edit similarity " + " / ".join(f"{m} {by['spm', m]['edit_similarity']:.2f}" for m in arms)
+    if all(by["spm", m]["pass_at_1"] is not None for m in arms):
+        text += " (pass@1 " + " / ".join(f"{100 * by['spm', m]['pass_at_1']:.0f}%" for m in arms) + ")"
+    if "ensemble" in bpb:
+        text += f"; ensemble {bpb['ensemble']:.3f} vs. {min(bpb[m] for m in members):.3f} bits/byte"
+    return text + " (proxies: edit similarity, bits per byte)"

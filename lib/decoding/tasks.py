@@ -24,6 +24,7 @@ from tqdm import tqdm
 from tokenworks.decoding.cntp import punctuation_ids
 from tokenworks.decoding.strategies import decode, majority_vote
 from tokenworks.stats import bootstrap
+from tokenworks.verdicts import Claim
 
 ARMS = ("greedy", "sample", "cntp", "sc", "cntp_sc")
 
@@ -147,18 +148,107 @@ def differences(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def verdict(diffs: dict[str, dict]) -> str:
-    """The paper's claim on one task, from :func:`differences`: ``reproduced`` when CNTP beats
-    sampling and greedy (paired intervals above 0) and CNTP + SC is not below SC (interval's
-    low end >= 0); ``partly reproduced`` when CNTP's mean beats both; else ``not reproduced``."""
-    gain, over_greedy, vote = diffs["cntp - sample"], diffs["cntp - greedy"], diffs["cntp_sc - sc"]
-    if gain["ci_low"] > 0 and over_greedy["ci_low"] > 0 and vote["ci_low"] >= 0:
-        return "reproduced"
-    return "partly reproduced" if gain["mean"] > 0 and over_greedy["mean"] > 0 else "not reproduced"
+# Accuracy (%) of Llama-3.1-8B-Instruct, GSM8K / MATH / StrategyQA, from a second-hand summary
+# of the paper's tables (unverified; single chains are means over 5 seeds, votes over 40 chains).
+PAPER = {"greedy": "79.8 / 41.5 / 72.9", "sample": "79.4 ± 0.8 / 41.5 ± 1.2 / 72.0 ± 0.7",
+         "cntp": "81.6 ± 0.6 / 47.1 ± 1.7 / 73.2 ± 0.2", "sc": "84.8 / 56.0 / 76.2",
+         "cntp_sc": "85.2 / 57.5 / 76.3"}
+NAMES = {"greedy": "greedy", "sample": "sampling", "cntp": "CNTP", "sc": "SC", "cntp_sc": "CNTP+SC"}
+CLAIMED = ("chat", "arith")  # the word-problem tasks the claims are judged on, the paper's own setting first
+# (difference, its low end must exceed / reach 0, what the paper claims)
+COMPARISONS = (("cntp - sample", "above", "CNTP beats temperature + top-p sampling"),
+               ("cntp - greedy", "above", "CNTP beats greedy decoding"),
+               ("cntp_sc - sc", "at or above", "CNTP + self-consistency improves on self-consistency"))
 
 
-def overall_verdict(verdicts: list[str]) -> str:
-    """One verdict over the arithmetic tasks: theirs when they agree, else ``partly reproduced``."""
-    if not verdicts:
-        raise ValueError("no task verdicts to combine: run at least the arithmetic task")
-    return verdicts[0] if len(set(verdicts)) == 1 else "partly reproduced"
+def _accuracy(task: dict, strategy: str) -> str:
+    s = next(x for x in task["summary"] if x["strategy"] == strategy)
+    return f"{100 * s['accuracy']:.1f}% ({100 * s['ci_low']:.1f}-{100 * s['ci_high']:.1f})"
+
+
+def _difference(d: dict) -> str:
+    return f"{100 * d['mean']:+.1f} pts ({100 * d['ci_low']:+.1f} to {100 * d['ci_high']:+.1f})"
+
+
+def _paper(a: str, b: str) -> str:
+    """The paper's accuracies of strategies ``a`` and ``b`` side by side, per benchmark."""
+    pairs = zip(("GSM8K", "MATH", "StrategyQA"), PAPER[a].split(" / "), PAPER[b].split(" / "))
+    return (f"{NAMES[a]} vs. {NAMES[b]}: " + "; ".join(f"{bench} {x} vs. {y}" for bench, x, y in pairs)
+            + " (Llama-3.1-8B-Instruct; unverified)")
+
+
+def _check(tasks: dict[str, dict]) -> list[str]:
+    """The claimed tasks present in ``tasks``, after checking each has what the verdict reads."""
+    claimed = [t for t in CLAIMED if t in tasks]
+    if not claimed:
+        raise ValueError(f"the verdict needs an arithmetic task ({' or '.join(CLAIMED)}); got {sorted(tasks)}: "
+                         "run at least the arithmetic task")
+    for t in [*claimed, *(["code"] if "code" in tasks else [])]:
+        missing = [k for k in ("model", "n", "summary", "differences") if k not in tasks[t]]
+        missing += [d for d, _, _ in COMPARISONS if d not in tasks[t].get("differences", {})]
+        missing += [s for s in ARMS if s not in {x["strategy"] for x in tasks[t].get("summary", [])}]
+        if missing:
+            raise ValueError(f"task {t!r} lacks {missing}: give each task summarize(rows) and differences(rows) "
+                             "with its model and n")
+    return claimed
+
+
+def verdict(tasks: dict[str, dict]) -> list[Claim]:
+    """The paper's three claims on each word-problem task (``CLAIMED``: the chat model first,
+    the closest to the paper's instruction-tuned model on GSM8K, then ``tw-arith``), from
+    ``tasks`` (task -> ``{model, n, summary, differences}``, :func:`summarize` and
+    :func:`differences`). CNTP beats sampling and beats greedy when the paired 95% bootstrap
+    interval of the difference lies above 0; CNTP + SC improves on SC when that interval's low
+    end is at or above 0. The code task is no claim of the paper (:func:`context`)."""
+    claims = []
+    for t in _check(tasks):
+        task = tasks[t]
+        for name, side, claim in COMPARISONS:
+            a, b = name.split(" - ")
+            d = task["differences"][name]
+            held = d["ci_low"] > 0 if side == "above" else d["ci_low"] >= 0
+            claims.append(Claim(
+                f"{t} ({task['model']}): {claim}",
+                _paper(a, b),
+                f"{NAMES[a]} {_accuracy(task, a)} vs. {NAMES[b]} {_accuracy(task, b)}: {_difference(d)}, {task['n']} problems",
+                f"paired 95% bootstrap interval of {NAMES[a]} - {NAMES[b]} accuracy over the {task['n']} problems "
+                f"{'lies above 0' if side == 'above' else 'starts at or above 0'}", held))
+    return claims
+
+
+def context(tasks: dict[str, dict]) -> list[tuple[str, str, str]]:
+    """Rows that inform the verdict without deciding it: CNTP's cost per claimed task, and the
+    code task, whose one-line completions are no task of the paper (it evaluates GSM8K, MATH,
+    StrategyQA, TruthfulQA and two multimodal benchmarks)."""
+    rows = []
+    for t in _check(tasks):
+        s = {x["strategy"]: x for x in tasks[t]["summary"]}
+        rows.append((f"{t} ({tasks[t]['model']}): CNTP's cost", "more trials only where the model is unsure",
+                     f"{s['cntp']['forwards_per_answer'] / s['sample']['forwards_per_answer']:.1f}x the model forwards "
+                     "of one sampled chain"))
+    if "code" in tasks:
+        code, d = tasks["code"], tasks["code"]["differences"]
+        rows.append((f"code ({code['model']}), next-line completion: CNTP vs. greedy and sampling",
+                     "no code task in the paper",
+                     f"CNTP {_accuracy(code, 'cntp')} vs. greedy {_accuracy(code, 'greedy')}: {_difference(d['cntp - greedy'])}; "
+                     f"vs. sampling {_accuracy(code, 'sample')}: {_difference(d['cntp - sample'])}, {code['n']} lines"))
+    return rows
+
+
+def headline(tasks: dict[str, dict]) -> str:
+    """This run's numbers for the README: accuracy of every strategy on each claimed task, then
+    the code task's CNTP and greedy (context: no code task in the paper)."""
+    def pct(task, s):
+        return _accuracy(task, s).replace("%", "")
+
+    def votes(task):
+        return next(x["chains"] for x in task["summary"] if x["strategy"] == "sc")
+    parts = [f"{tasks[t]['model']} ({t}), {tasks[t]['n']} problems, accuracy % (95% interval): "
+             f"CNTP {pct(tasks[t], 'cntp')} vs sampling {pct(tasks[t], 'sample')}, greedy {pct(tasks[t], 'greedy')}; "
+             f"CNTP+SC({votes(tasks[t])}) {pct(tasks[t], 'cntp_sc')} vs SC({votes(tasks[t])}) {pct(tasks[t], 'sc')}"
+             for t in _check(tasks)]
+    if "code" in tasks:
+        code = tasks["code"]
+        parts.append(f"code ({code['model']}, {code['n']} lines; no code task in the paper): CNTP {pct(code, 'cntp')} "
+                     f"vs greedy {pct(code, 'greedy')}")
+    return "; ".join(parts)

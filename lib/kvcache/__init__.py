@@ -12,7 +12,7 @@ selects input tokens at an early layer and runs the model on them only.
 
 Methods: ``harness`` (running presses; one ``capture_prefill`` serves many), ``streamingllm``, ``ems``, ``tokenselect``, ``gemfilter``,
 ``razorattention`` (retrieval heads by a probe, ``head_scores`` and ``retrieval_heads``).
-Experiments: ``tasks`` (the essay needle test, code needles, key-value retrieval, hub data sets, rows), ``plots``.
+Experiments: ``tasks`` (the essay needle test, code needles, key-value retrieval, hub data sets, rows), ``plots``, ``verdicts`` (each notebook's claims, judged from its results).
 """
 from tokenworks.kvcache.ems import EMSPress
 from tokenworks.kvcache.gemfilter import gemfilter_generate

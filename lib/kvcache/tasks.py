@@ -1,4 +1,4 @@
-"""Long-context tasks for the KV-cache harness (issues 3 and 14), generated offline and
+"""Long-context tasks for the KV-cache harness, generated offline and
 deterministically: the original needle test on Paul Graham's essays (``essay_items``), needles
 in held-out code (``needle_items``), key-value retrieval and threads (``kv_items``), and any
 data set in kvpress's long-context format (``hub_items``, online). Each item is ``{"context",

@@ -147,7 +147,9 @@ def converted(name: str) -> Path:
     if stamp.is_file() and json.loads(stamp.read_text()).get("gguf_sha256") == spec.sha256:
         return folder
     chunk_paths(name)  # a missing package fails here, before any work
-    print(f"tokenworks: converting {name} from its GGUF once, into {folder}", flush=True)
+    # no absolute path: it would land in notebook outputs
+    print(f"tokenworks: converting {name} from its GGUF once, into the cache ({folder.name} under "
+          "$TOKENWORKS_CACHE or ~/.cache/tokenworks)", flush=True)
     cache_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
         model, tokenizer = from_gguf(gguf_file(name, Path(tmp)))

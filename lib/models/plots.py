@@ -8,22 +8,39 @@ import matplotlib.pyplot as plt
 from tokenworks.style import legend_outside
 
 
+def _runs(training: dict) -> list[dict]:
+    """A model's training runs, first to last: a resumed run's card keeps the run it resumed
+    from under ``previous``."""
+    runs = []
+    while training:
+        runs.append(training)
+        training = training.get("previous")
+    return runs[::-1]
+
+
 def zoo_loss(cards: list[dict]):
-    """Training loss of each zoo model against tokens seen, in bits per byte (the loss in nats
-    per token over ln 2, times the held-out set's tokens per byte): comparable across the zoo's
-    vocabularies. A run resumed from a checkpoint (``resumed_from``) starts at its step 1."""
+    """Training loss of each zoo model over its whole history (every resumed run, chained through
+    ``previous``) against tokens seen, in bits per byte (nats per token over ln 2, times the
+    held-out set's tokens per byte): comparable across the zoo's vocabularies. A dot marks where a
+    resumed run starts."""
     fig, ax = plt.subplots(figsize=(6.4, 4), dpi=110)
     for card in cards:
-        hist, held_out = card["training"]["loss_history"], card["validation"]
+        held_out = card["validation"]
         per_byte = held_out["tokens"] / held_out["bytes"] / math.log(2)
-        tokens_per_step = {seq: batch * seq for seq, batch, _ in card["training"]["stages"]}
-        seen, prev, xs = 0, 0, []
-        for step, _, seq in hist:
-            seen += (step - prev) * tokens_per_step[seq]
-            prev = step
-            xs.append(seen / 1e6)
-        resumed = " (resumed)" if card["training"].get("resumed_from") else ""
-        ax.plot(xs, [h[1] * per_byte for h in hist], label=card["name"] + resumed, lw=1)
+        xs, ys, starts = [], [], []
+        for run in _runs(card["training"]):
+            tokens_per_step = {seq: batch * seq for seq, batch, _ in run["stages"]}
+            seen, prev = run["tokens_seen_total"] - run["tokens_this_run"], 0
+            for step, loss, seq in run["loss_history"]:
+                seen += (step - prev) * tokens_per_step[seq]
+                prev = step
+                xs.append(seen / 1e6)
+                ys.append(loss * per_byte)
+            if run.get("resumed_from"):
+                starts.append(len(xs) - len(run["loss_history"]))
+        line, = ax.plot(xs, ys, label=card["name"], lw=1)
+        ax.plot([xs[i] for i in starts], [ys[i] for i in starts], "o", ms=5, color=line.get_color(), mec="k", zorder=3)
+    ax.plot([], [], "o", ms=5, color="0.6", mec="k", label="a resumed run starts")
     ax.set(xlabel="training tokens (M)", ylabel="training loss (bits/byte)", title="Zoo training loss",
            xscale="log")
     legend_outside(ax)

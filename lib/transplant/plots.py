@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-COLOURS = {"omp": "tab:red", "subword": "tab:orange", "mean": "tab:blue", "zero": "tab:gray"}
+from tokenworks.style import legend_outside, palette
+from tokenworks.transplant.omp_transplant import METHODS
+
+COLOURS = palette(list(METHODS))  # one colour per transplant method in every figure
+PEER = "mergekit tokensurgeon (omp)"
 
 
 def omp_transplant_bpb(record: dict):
     """Bits per byte per corpus of every transplant method (bars), with the base model under its
-    own tokenizer and the donor model (lines); equation accuracy beside it."""
+    own tokenizer, the donor model and, where it ran, mergekit's tokensurgeon (lines); equation
+    accuracy beside it."""
     m = record["metrics"]
     corpora = sorted({r["corpus"] for r in m["bpb"]})
     bpb = {(r["model"], r["corpus"]): r["bits_per_byte"] for r in m["bpb"]}
@@ -17,14 +22,16 @@ def omp_transplant_bpb(record: dict):
     for i, method in enumerate(m["methods"]):
         xs = [c + (i - (len(m["methods"]) - 1) / 2) * width for c in range(len(corpora))]
         ax.bar(xs, [bpb[(method, c)] for c in corpora], width, color=COLOURS.get(method), label=method)
-    for name, style, role in ((m["base"], "-", "base, own tokenizer"), (m["donor"], "--", "donor")):
+    lines = [(m["base"], "-", "base, own tokenizer"), (m["donor"], "--", "donor")]
+    lines += [(PEER, ":", "the authors' tool")] if m.get("peer") else []
+    for name, style, role in lines:
         for c, corpus in enumerate(corpora):
             ax.hlines(bpb[(name, corpus)], c - 0.45, c + 0.45, colors="black", linestyles=style,
                       label=f"{name} ({role})" if c == 0 else None)
     ax.set_xticks(range(len(corpora)), corpora)
     ax.set(ylabel="bits per byte (lower is better)",
            title=f"{m['base']} with {m['donor']}'s tokenizer ({m['shared']:,} shared, {m['new']:,} new tokens)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    legend_outside(ax, fontsize=8)
     names = [m["base"], *m["methods"], m["donor"]]
     eq = m["equations"]
     ax2.barh(range(len(names)), [100 * eq[n]["accuracy"] for n in names],
