@@ -17,12 +17,13 @@ from tokenworks.verdicts import Claim
 TOLERANCE = 0.10  # share of needles: how far below its reference a method may retrieve and still count as close
 SINK_GAIN = 0.05  # nats/token: how much lower 4 sinks' NLL must be than window attention's (StreamingLLM)
 DENSE_MARGIN = 0.5  # nats/token: how much higher the dense cache's NLL must be past the training length to "fail"
-STREAM_SPEEDUP = 5.0  # StreamingLLM over re-computation, per token, for "much faster" (the paper: up to 22.2x)
+SPEED_SHARE = 0.90  # a speed-up of ours holds where it reaches 90% of the paper's (as in the speculative family)
+STREAM_SPEEDUP = 22.2  # StreamingLLM over re-computation, per token: "up to 22.2x" (abstract)
 EMS_NEEDLE_SHARE = 0.95  # the paper's 95% of the needles, read relative to what the full cache finds
 EMS_BUDGET = 256  # entries per KV head of the paper's LongBench comparison
 LOW_READ = 0.02  # TokenSelect's small share of the cache read (the paper: 2,048 of 128k tokens, 1.6%)
-ATTENTION_SPEEDUP = 5.0  # TokenSelect's attention over full attention at 32k tokens (the paper: up to 23.84x)
-GEMFILTER_SPEEDUP = 2.0  # GemFilter's first token over SnapKV's at the longest prompt (the paper: 2.4x)
+ATTENTION_SPEEDUP = 23.84  # TokenSelect's attention over full attention: "up to 23.84x" (abstract)
+GEMFILTER_SPEEDUP = 2.4  # GemFilter over SnapKV / H2O: 2.4x (abstract)
 BASELINES = {"streaming": "StreamingLLM", "snapkv": "SnapKV", "ems": "EMS"}  # RazorAttention's, at equal entries
 NLL_TOLERANCE = 0.05  # nats/token (about 5% perplexity): RazorAttention's "nearly lossless" long-text NLL
 RAZOR_REDUCTION = 0.7  # the paper's "more than 70%" KV reduction
@@ -91,9 +92,9 @@ def streamingllm(metrics: dict, hardware: str = "CPU") -> Verdict:
     ``timing`` and ``press_check``. **Sinks**: at every budget, 4 sinks' mean NLL after the first
     eviction is more than ``SINK_GAIN`` below window attention's (not measured without both).
     **Dense fails**: past the training length the dense cache's NLL is more than ``DENSE_MARGIN``
-    above 4 sinks' (not measured when the long stream stays within it). **Speed**: streaming is at
-    least ``STREAM_SPEEDUP`` times faster per token than re-computation. ``hardware`` names where
-    it was timed."""
+    above 4 sinks' (not measured when the long stream stays within it). **Speed**: streaming per
+    token over re-computation at least ``SPEED_SHARE`` of the paper's ``STREAM_SPEEDUP``.
+    ``hardware`` names where it was timed."""
     _need(metrics, ["budget_table", "long_stream", "timing", "press_check", "model"], "streamingllm")
     rows, long, timing, press = metrics["budget_table"], metrics["long_stream"], metrics["timing"], metrics["press_check"]
     by = {(r["budget"], r["method"]): r for r in rows}
@@ -126,9 +127,10 @@ def streamingllm(metrics: dict, hardware: str = "CPU") -> Verdict:
               None if past["dense"] is None else past["dense"] > past["4 sinks"] + DENSE_MARGIN),
         Claim("Faster than the sliding window with re-computation", "up to 22.2x per token (abstract; unverified)",
               f"{speed:.1f}x at {timing['budget']} entries ({metrics['model']}, {hardware})",
-              f"streaming at least {STREAM_SPEEDUP:.0f}x faster per token than re-computation, one token at a time "
-              "at the same cache size (the paper's 22.2x is its largest)",
-              speed >= STREAM_SPEEDUP),
+              f"streaming's speed-up per token over re-computation, one token at a time at the same cache size "
+              f"({hardware}; the paper's hardware not recorded), at least {SPEED_SHARE:.0%} of the paper's "
+              f"{STREAM_SPEEDUP}x (>= {SPEED_SHARE * STREAM_SPEEDUP:.1f}x)",
+              speed >= SPEED_SHARE * STREAM_SPEEDUP),
     ]
     context = [(f"4 sinks against re-computation at {b_max} entries", "-",
                 f"4 sinks {nll(b_max, '4 sinks'):.2f}, re-computation {nll(b_max, 'recompute'):.2f} nats/token")
@@ -251,8 +253,9 @@ def tokenselect(metrics: dict) -> Verdict:
     entries, and where it reads under ``LOW_READ`` of the cache within ``TOLERANCE`` of the full
     cache on the same cells (not measured when the full cache finds none). **Code needles** (a
     proxy): the same against the full cache and StreamingLLM. **Attention speed-up**: the GPU
-    record's kernel over the selected tokens at least ``ATTENTION_SPEEDUP`` times faster than full
-    attention at 32k tokens (not measured without a record). **End to end**: not measured."""
+    record's largest speed-up of our kernel over the selected tokens against full attention, at
+    least ``SPEED_SHARE`` of the paper's "up to" ``ATTENTION_SPEEDUP`` (not measured without a
+    record). **End to end**: not measured."""
     _need(metrics, ["table", "essay", "methods", "kernel_gpu", "model"], "tokenselect")
     kinds, essay, gpu = metrics["methods"], metrics["essay"], metrics["kernel_gpu"]
     ks = sorted(int(n.split("=")[1]) for n, spec in kinds.items() if spec["kind"] == "tokenselect")
@@ -294,9 +297,10 @@ def tokenselect(metrics: dict) -> Verdict:
         Claim("Attention speed-up", "up to 23.84x (abstract; unverified)",
               f"{rmax['speedup_attention']:.1f}x at {rmax['context'] // 1024}k, {r32['speedup_attention']:.1f}x at 32k "
               f"tokens, {r32['selected']:,} selected ({gpu['device']})" if r32 else "not measured (no GPU record at 32k)",
-              f"our kernel over the selected tokens at least {ATTENTION_SPEEDUP:.0f}x faster than full attention (PyTorch "
-              "SDPA) at 32k tokens, one 7B-like layer on a GPU (not measured without a GPU record)",
-              r32["speedup_attention"] >= ATTENTION_SPEEDUP if r32 else None),
+              f"the largest speed-up of our kernel over the selected tokens against full attention (PyTorch SDPA), one "
+              f"7B-like layer on a GPU, at least {SPEED_SHARE:.0%} of the paper's up-to {ATTENTION_SPEEDUP}x "
+              f"(>= {SPEED_SHARE * ATTENTION_SPEEDUP:.1f}x; not measured without a GPU record)",
+              rmax["speedup_attention"] >= SPEED_SHARE * ATTENTION_SPEEDUP if r32 else None),
         Claim("End-to-end latency", "up to 2.28x lower (abstract; unverified)", "not measured (no serving stack here)",
               "not measured", None),
     ]
@@ -332,7 +336,7 @@ def gemfilter(metrics: dict, hardware: str = "CPU") -> Verdict:
     """GemFilter's claims from its notebook's ``table``, ``first_token``, ``layer`` and
     ``n_layers``. **Needles**: GemFilter finds at least as many essay needles as SnapKV at every
     k (not measured when the full model finds none). **Speed**: its first token comes at least
-    ``GEMFILTER_SPEEDUP`` times sooner than SnapKV's at the longest prompt, with its essay
+    ``SPEED_SHARE`` of the paper's ``GEMFILTER_SPEEDUP`` sooner than SnapKV's at the longest prompt, with its essay
     retrieval at the largest k within ``TOLERANCE`` of SnapKV's (the paper's speed-up is at
     comparable accuracy; not measured when the full model finds none). **LongBench** (proxies:
     code needles, key-value retrieval): within ``TOLERANCE`` of SnapKV at every k. **Memory**:
@@ -365,10 +369,11 @@ def gemfilter(metrics: dict, hardware: str = "CPU") -> Verdict:
         Claim("2.4x faster than SnapKV at comparable accuracy", "2.4x (abstract; unverified; a GPU number)",
               f"first token {vs_snap:.1f}x sooner than SnapKV's at {longest:,} tokens ({hardware}); essay needles at "
               f"k={k_max} {g_max['essay']:.0%} vs. SnapKV {s_max['essay']:.0%}",
-              f"GemFilter's first token at least {GEMFILTER_SPEEDUP:.0f}x sooner than SnapKV's at the longest prompt, "
+              f"GemFilter's first token at least {SPEED_SHARE:.0%} of the paper's {GEMFILTER_SPEEDUP}x "
+              f"(>= {SPEED_SHARE * GEMFILTER_SPEEDUP:.2f}x) sooner than SnapKV's at the longest prompt, "
               f"with its essay retrieval at k={k_max} within {POINTS} points of SnapKV's (not measured when the "
               "full model finds no needle)",
-              vs_snap >= GEMFILTER_SPEEDUP and g_max["essay"] >= s_max["essay"] - TOLERANCE if measurable else None),
+              vs_snap >= SPEED_SHARE * GEMFILTER_SPEEDUP and g_max["essay"] >= s_max["essay"] - TOLERANCE if measurable else None),
         Claim("Comparable to SnapKV on LongBench", "comparable (unverified)",
               f"GemFilter / SnapKV: {per_k('stand_ins')}; full model {full['stand_ins']:.0%}",
               f"GemFilter's share within {POINTS} points of SnapKV's at every k",
