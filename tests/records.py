@@ -1,0 +1,14 @@
+"""Whether a committed full record was written by the code as it is now (not stale): tests that
+compare a verdict function with a committed record's label and README line do so only for such
+records, since a change of criteria waits for its re-run."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def is_current(stem: str, record: dict) -> bool:
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from figures import staleness
+
+    return not staleness(stem, record)
