@@ -7,8 +7,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def is_current(stem: str, record: dict) -> bool:
+def _figures():
     sys.path.insert(0, str(ROOT / "reproduce"))
-    from figures import staleness
+    import figures
 
-    return not staleness(stem, record)
+    return figures
+
+
+def is_current(stem: str, record: dict) -> bool:
+    return not _figures().staleness(stem, record)
+
+
+def published():
+    """(stem, record) of every full record the README's table shows."""
+    return _figures()._records()

@@ -4,10 +4,11 @@ of the machine that ran it (papermill's metadata included), and no notebook or t
 points at the team's issues or notes or at files outside the repository."""
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from records import is_current, published
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("results/*/*.ipynb"))
@@ -70,20 +71,12 @@ def test_the_checks_catch_what_they_name(tmp_path):
     assert all(s in found for s in ("absolute path", "UserWarning", "carriage returns", "the issue")), found
 
 
-def _figures_module():
-    sys.path.insert(0, str(ROOT / "reproduce"))
-    import figures
-
-    return figures
-
-
 def test_every_current_readme_row_is_shown_by_its_executed_notebook():
     """A README row whose record is current (not marked stale) has its executed full-run
     notebook beside the record, and that notebook prints the row's numbers (``save_result``)."""
-    figures = _figures_module()
     missing = {}
-    for method, record in figures._records():
-        if figures.staleness(method, record):
+    for method, record in published():
+        if not is_current(method, record):
             continue
         executed = ROOT / "results" / method / "full.ipynb"
         s = record["metrics"]["summary"]

@@ -3,7 +3,6 @@ each label, the tolerances' boundaries, proxies named, claims left unmeasured, b
 committed records' labels; and the family's figures (one palette, legends off the data, no
 empty panels, axes that fit the data)."""
 import json
-import sys
 
 import matplotlib
 import pytest
@@ -12,6 +11,7 @@ from tokenworks.kvcache import plots, verdicts
 from tokenworks.kvcache.verdicts import TOLERANCE
 from tokenworks.paths import repo_root
 from tokenworks.verdicts import judge, markdown
+from records import is_current
 
 matplotlib.use("Agg")
 RESULTS = repo_root() / "results"
@@ -236,12 +236,9 @@ def _verdict(stem, record):
 def test_every_current_full_run_got_the_label_its_verdict_gives():
     """A full run written by the code as it is now (not stale) recorded the label its verdict
     function gives on its own metrics; a stale record waits for its re-run."""
-    sys.path.insert(0, str(RESULTS.parent / "reproduce"))
-    from figures import staleness
-
     for stem in STEMS:
         record = json.loads((RESULTS / stem / "full.json").read_text())
-        if not staleness(stem, record):
+        if is_current(stem, record):
             assert judge(_verdict(stem, record).claims) == record["metrics"]["summary"]["status"], stem
     assert all(judge(_verdict(stem, json.loads((RESULTS / stem / "full.json").read_text())).claims)
                in ("reproduced", "partly reproduced", "not reproduced") for stem in STEMS)
