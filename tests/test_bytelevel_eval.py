@@ -3,6 +3,7 @@ ensemble, on tw-micro."""
 import copy
 import functools
 import math
+import warnings
 
 import pytest
 import torch
@@ -206,3 +207,12 @@ def test_humaneval_fim_items_remove_a_span_of_the_canonical_solution():
     rows = [{"item": 0, "format": "psm", "method": "token", **ev.fill("token", items[0], "psm", [lm])}]
     assert isinstance(rows[0]["passed"], bool)
     assert ev.summarize_fim(rows)[0]["pass_at_1"] == float(rows[0]["passed"])
+
+
+def test_compiles_keeps_a_completions_syntax_warnings_out_of_the_output():
+    """A completion such as ``1if y else 2`` compiles with a SyntaxWarning about the model's
+    text, which must not reach the notebook's output; a real syntax error still fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ev.compiles("y = [1]\nx = 1if y else 2\n")
+    assert not ev.compiles("def f(:\n")

@@ -51,8 +51,12 @@ def functions(text: str, min_bytes: int = 150, max_bytes: int = 1000) -> list[st
 
 
 def compiles(source: str) -> bool:
+    """Whether ``source`` compiles; warnings about its text (a model's completion: ``1if``'s
+    "invalid decimal literal") are not the reader's, so they are not shown."""
     try:
-        compile(source, "<fim>", "exec")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            compile(source, "<fim>", "exec")
         return True
     except (SyntaxError, ValueError):
         return False
