@@ -46,7 +46,8 @@ PUBLISHED = "full"  # the configuration the README and figures/ report
 RETRIEVAL_TARGET = 0.9  # what tw-code must retrieve with the full cache (its training target)
 
 
-def _records():
+def published_records():
+    """(method, record) of every full record the README's table and figures/ report."""
     for method in FIGURES:
         path = REPO / "results" / method / f"{PUBLISHED}.json"
         if path.exists():
@@ -69,7 +70,7 @@ def staleness(method: str, record: dict) -> str:
 def reproductions_table() -> str:
     rows = ["| paper | notebook | headline claim | this run | status | figure |",
             "|---|---|---|---|---|---|"]
-    for method, record in _records():
+    for method, record in published_records():
         s = record["metrics"]["summary"]
         figs = ", ".join(f"[{name}](figures/{method}_{name}.png)" for name in FIGURES[method]
                          if figure_path(method, name, PUBLISHED).exists())
@@ -129,7 +130,7 @@ def _fill(text: str, marker: str, body: str) -> str:
 
 
 def redraw() -> None:
-    for method, record in _records():
+    for method, record in published_records():
         for name, draw in FIGURES[method].items():
             fig = draw(record)
             if fig is None:  # an older record without this figure's data (re-run pending)

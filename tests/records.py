@@ -22,4 +22,4 @@ def is_current(stem: str, record: dict) -> bool:
 
 def published():
     """(stem, record) of every full record the README's table shows."""
-    return _figures()._records()
+    return _figures().published_records()

@@ -122,7 +122,7 @@ def test_results_are_stale_once_their_code_or_models_changed(monkeypatch):
     old = {"method": "cntp", "parameters": params, "provenance": {"time": "2999-01-01T00:00:00Z"}}
     assert figures.staleness("cntp", old) == "stale: predates code hashing"
     summary = {"paper": "P", "claim": "C", "ours": "O", "status": "reproduced"}
-    monkeypatch.setattr(figures, "_records", lambda: iter([("cntp", {**record(code=code), "metrics": {"summary": summary}})]))
+    monkeypatch.setattr(figures, "published_records", lambda: iter([("cntp", {**record(code=code), "metrics": {"summary": summary}})]))
     row = next(line for line in figures.reproductions_table().splitlines() if line.startswith("| P |"))
     assert row.startswith("| P | [cntp](notebooks/cntp.ipynb) | C | O | reproduced (stale: lib/decoding changed")
 
