@@ -57,6 +57,33 @@ def test_omp_finds_the_support_of_a_sparse_target():
     torch.testing.assert_close(found.gather(1, order), coef.gather(1, expect), rtol=1e-10, atol=1e-10)
 
 
+def _greedy_picks(y: torch.Tensor, atoms: torch.Tensor, k: int) -> torch.Tensor:
+    """The reference: OMP's atom choices with every correlation in float64, one target at a time."""
+    y, atoms, picks = y.double(), atoms.double(), []
+    for target in y:
+        chosen, r = [], target
+        for _ in range(k):
+            corr = (atoms @ r).abs()
+            corr[chosen] = -1
+            chosen.append(int(corr.argmax()))
+            D = atoms[chosen].T
+            r = target - D @ torch.linalg.lstsq(D, target[:, None]).solution[:, 0]
+        picks.append(chosen)
+    return torch.tensor(picks)
+
+
+@pytest.mark.parametrize("spread", [0.0, 3.0])
+def test_omp_picks_the_exact_argmax_despite_its_bfloat16_first_pass(spread):
+    """The shortlist from bfloat16 correlations holds the float64 argmax at every step, on
+    random atoms and on atoms sharing a common direction (as embedding rows do), which crowds
+    the correlations together."""
+    g = torch.Generator().manual_seed(2)
+    atoms = torch.randn(3000, 64, generator=g) + spread * torch.randn(64, generator=g)
+    targets = torch.randn(40, 64, generator=g) + spread * atoms.mean(0)
+    idx, _ = batch_omp(targets, atoms, k=24, batch=16)
+    assert torch.equal(idx, _greedy_picks(targets, atoms, 24))
+
+
 def test_omp_refuses_bad_input():
     with pytest.raises(ValueError, match="must be an integer >= 1"):
         batch_omp(torch.zeros(2, 4), torch.zeros(3, 4), k=0)
