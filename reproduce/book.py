@@ -54,12 +54,24 @@ def index(pages: list[Path]) -> str:
         rows.append(f"| {s['paper']} | {link} | {s['claim']} | {s['ours']} | {s['status']}"
                     + (f" ({stale})" if stale else "") + " |")
     legend = [f"- **{label}**: {meaning}." for label, meaning in STATUSES.items()]
-    toc = [f"{p.parent.name}/{p.stem}" for p in pages]
+    toc = [toc_entry(p, pages) for p in pages]
     return "\n".join(["# tokenworks: reproductions of token-level inference papers", "",
                       "Each page is a notebook as its full run executed it, on the real models; the "
                       "numbers in the table come from the same runs (`results/`).", "", *rows, "",
                       "Status:", "", *legend, "", "```{toctree}", ":maxdepth: 1", ":caption: Full runs", "",
                       *toc, "```", ""])
+
+
+def toc_entry(page: Path, pages: list[Path]) -> str:
+    """A page in the contents: its document, titled with its notebook's title and the run's name
+    where one notebook has several full runs (one model card per model), which would read alike."""
+    doc = f"{page.parent.name}/{page.stem}"
+    if sum(p.parent == page.parent for p in pages) == 1:
+        return doc
+    cells = json.loads(page.read_text())["cells"]
+    title = next(line[2:] for c in cells if c["cell_type"] == "markdown"
+                 for line in "".join(c["source"]).splitlines() if line.startswith("# "))
+    return f"{title} ({page.stem}) <{doc}>"
 
 
 def build(out: Path) -> Path:

@@ -5,6 +5,7 @@ page are left in build/site-test/shots/ to be looked at."""
 import functools
 import http.server
 import json
+import re
 import shutil
 import sys
 import threading
@@ -86,9 +87,13 @@ def test_every_page_loads_clean_in_chromium(site, browser):
         problems += [f"absolute path {m.group()!r}" for m in ABSOLUTE.finditer(text)]
         if page in notebooks:
             source = json.loads((html.parent / "src" / page.replace(".html", ".ipynb")).read_text())
-            has_math = any("$" in "".join(c["source"]) for c in source["cells"] if c["cell_type"] == "markdown")
+            has_math = any("$" in re.sub(r"`[^`]*`", "", "".join(c["source"]))  # a `$VARIABLE` in code is no math
+                           for c in source["cells"] if c["cell_type"] == "markdown")
             rendered = browser.execute_script("return document.querySelectorAll('mjx-container').length")
             problems += ["its equations were not turned into math"] if has_math and not rendered else []
+        if page == "index.html":  # one notebook with several runs (the model cards) must not list them alike
+            titles = browser.execute_script("return [...document.querySelectorAll('.sidebar-tree a')].map(a => a.innerText)")
+            problems += [f"contents list {t!r} twice" for t in {t for t in titles if titles.count(t) > 1}]
         browser.save_screenshot(str(shots / (page.replace("/", "_").replace(".html", ".png"))))
         if problems:
             found[page] = problems
