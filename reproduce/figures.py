@@ -8,6 +8,8 @@ import json
 import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from tokenworks.bytelevel import plots as bytelevel_plots
 from tokenworks.decoding import plots as decoding_plots
 from tokenworks.kvcache import plots as kvcache_plots
@@ -136,11 +138,14 @@ def redraw() -> None:
             if fig is None:  # an older record without this figure's data (re-run pending)
                 continue
             fig.savefig(figure_path(method, name, PUBLISHED), bbox_inches="tight")  # titles and outside legends kept whole
+            plt.close(fig)  # dozens of figures in one process
             print(f"figure: {figure_path(method, name, PUBLISHED).relative_to(REPO)}")
     cards = [json.loads((ZOO_DIR / n / "model_card.json").read_text()) for n in ZOO
              if (ZOO_DIR / n / "model_card.json").exists()]
     if cards:
-        models_plots.zoo_loss(cards).savefig(REPO / "figures" / "zoo_loss.png", bbox_inches="tight")
+        fig = models_plots.zoo_loss(cards)
+        fig.savefig(REPO / "figures" / "zoo_loss.png", bbox_inches="tight")
+        plt.close(fig)
     readme = REPO / "README.md"
     text = _fill(readme.read_text(), "reproductions", reproductions_table())
     readme.write_text(_fill(text, "zoo", zoo_table()))

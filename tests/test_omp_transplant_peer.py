@@ -1,10 +1,13 @@
 """The peer comparison (``tokenworks.transplant.peer``): rows set beside each other are compared
 exactly, and bad input fails at once. Running mergekit itself is the full run's job (it installs
 its own environment), not a test's."""
+import subprocess
+
 import pytest
 import torch
 
-from tokenworks.transplant.peer import compare_rows, model_dir, tokensurgeon
+from tokenworks.transplant import peer
+from tokenworks.transplant.peer import compare_rows, model_dir, peer_env, tokensurgeon
 
 
 def test_compare_rows_reads_identity_and_difference():
@@ -29,3 +32,19 @@ def test_bad_input_fails_at_once(tmp_path):
     with pytest.raises(ValueError, match="at least one atom"):
         tokensurgeon("tw-code", "tw-code-v2", tmp_path / "out", venv=tmp_path / "venv", k=0)
     assert not (tmp_path / "venv").exists()  # refused before installing anything
+
+
+def test_the_peers_install_is_quiet_unless_it_fails(tmp_path, monkeypatch, capsys):
+    """pip's output (which names this machine's index) stays out of the notebook; a failed
+    install raises with it."""
+    said = {"venv": (0, "venv says nothing"), "pip": (1, "WARNING: index file:///somewhere\nERROR: no mergekit")}
+
+    def run(step, **kw):
+        code, err = said["pip" if "pip" in step else "venv"]
+        return subprocess.CompletedProcess(step, code, "", err)
+    monkeypatch.setattr(peer.subprocess, "run", run)
+    with pytest.raises(RuntimeError, match="ERROR: no mergekit"):
+        peer_env(tmp_path / "venv")
+    said["pip"] = (0, "WARNING: index file:///somewhere")
+    peer_env(tmp_path / "venv")
+    assert "file:///" not in capsys.readouterr().out

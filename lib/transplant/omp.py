@@ -13,7 +13,8 @@ The argmax over all atoms is the cost (a [targets, atoms] product per step). It 
 passes: the correlations in bfloat16 (several times faster on a CPU with AMX or a GPU) give each
 target its ``SHORTLIST`` best atoms, which are scored again in the targets' dtype; the pick is
 the exact argmax unless bfloat16's rounding (about 2^-8 of a correlation) pushed the true best
-atom below the shortlist's last, which the tests check does not happen on random and real rows.
+atom below the shortlist's last, which the tests check does not happen on random rows and on rows
+sharing a common direction, as embedding rows do.
 """
 from __future__ import annotations
 

@@ -32,12 +32,17 @@ def model_dir(name: str) -> str:
 
 def peer_env(venv: Path) -> Path:
     """``venv`` with ``PINS`` installed (made on first use, minutes; pip needs the package index);
-    returns its ``mergekit-tokensurgeon``."""
+    returns its ``mergekit-tokensurgeon``. What pip prints is kept back and shown only if it fails
+    (its warnings name this machine's index, not the reader's)."""
     tool = venv / "bin" / "mergekit-tokensurgeon"
     if not tool.exists():
         print(f"installing {', '.join(PINS)} into its own environment ({venv.name}), once", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *PINS], check=True)
+        for step in ([sys.executable, "-m", "venv", str(venv)],
+                     [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", *PINS]):
+            run = subprocess.run(step, capture_output=True, text=True)
+            if run.returncode:
+                raise RuntimeError(f"{' '.join(step[:4])} failed ({run.returncode}); the peer needs the package "
+                                   f"index once:\n{(run.stdout + run.stderr)[-2000:]}")
     return tool
 
 
