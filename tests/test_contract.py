@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tokenworks.results import figure_path, load_result, provenance, save_result
+from tokenworks.verdicts import Claim, judge
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = yaml.safe_load((ROOT / "reproduce/config.yaml").read_text())
@@ -100,6 +101,22 @@ def test_results_on_disk_are_complete():
     for path in (ROOT / "results").glob("*/*.json"):
         record = json.loads(path.read_text())
         assert {"method", "config", "metrics", "parameters", "provenance"} <= set(record), path
+
+
+def test_every_current_record_keeps_the_claims_its_status_was_judged_on():
+    """The "Paper vs. this run" table is data: a current full record keeps its claims
+    (``tokenworks.verdicts.Claim``), and judging them again gives the status it reports."""
+    from records import is_current, published
+
+    wrong = {}
+    for method, record in published():
+        if method in NOT_PAPERS or not is_current(method, record):
+            continue
+        claims = record["metrics"].get("claims")
+        status = judge([Claim(**c) for c in claims]) if claims else "no claims recorded"
+        if status != record["metrics"]["summary"]["status"]:
+            wrong[method] = status
+    assert not wrong, wrong
 
 
 def test_results_are_stale_once_their_code_or_models_changed(monkeypatch):
