@@ -84,6 +84,18 @@ def test_omp_picks_the_exact_argmax_despite_its_bfloat16_first_pass(spread):
     assert torch.equal(idx, _greedy_picks(targets, atoms, 24))
 
 
+def test_omp_rows_apply_the_donors_coefficients_to_the_bases_anchors():
+    """A new token that is an exact combination of the donor's anchor rows gets the same
+    combination of the base's anchor rows (in the base's own width)."""
+    g = torch.Generator().manual_seed(3)
+    donor_anchors, base_anchors = torch.randn(6, 8, generator=g), torch.randn(6, 5, generator=g)
+    coef = torch.randn(3, 6, generator=g) * (torch.rand(3, 6, generator=g) < 0.5)
+    donor = torch.cat([donor_anchors, coef @ donor_anchors]).double()
+    shared = {d: d for d in range(6)}  # donor row -> base row
+    rows = transplant_rows(base_anchors.double(), donor, shared, "omp", k=6)
+    torch.testing.assert_close(rows[6:], (coef @ base_anchors).double(), atol=1e-5, rtol=1e-5)
+
+
 def test_omp_refuses_bad_input():
     with pytest.raises(ValueError, match="must be an integer >= 1"):
         batch_omp(torch.zeros(2, 4), torch.zeros(3, 4), k=0)

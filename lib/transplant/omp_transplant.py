@@ -23,9 +23,16 @@ from tokenworks.transplant.vocab import shared_tokens, vocab_keys
 
 
 def _omp(base, donor, shared, new, k, **_):
+    """The donor's coefficients over its anchor rows, applied to the base's anchor rows:
+    sum_t c_t B_{j_t}, one pick at a time ([N, d] each; gathering all picks at once is
+    [N, k, d], 32 GB for SmolLM2 given Gemma-3's 216k new tokens)."""
     anchors_d, anchors_b = list(shared), list(shared.values())
-    idx, coef = batch_omp(donor[new].float(), donor[anchors_d].float(), k)
-    return torch.einsum("nk,nkd->nd", coef, base[anchors_b].float()[idx])
+    idx, coef = batch_omp(donor[new].float(), donor[anchors_d].float(), k)  # [N, k'] each
+    anchors = base[anchors_b].float()  # [A, d]
+    rows = anchors.new_zeros(len(new), anchors.shape[1])  # [N, d]
+    for t in range(idx.shape[1]):
+        rows += coef[:, t, None] * anchors[idx[:, t]]
+    return rows
 
 
 def _zero(base, donor, shared, new, k, **_):
