@@ -9,6 +9,7 @@ import nbformat
 import pytest
 import yaml
 
+from records import is_current, published
 from tokenworks.results import figure_path, load_result, provenance, save_result
 from tokenworks.verdicts import Claim, judge
 
@@ -106,8 +107,6 @@ def test_results_on_disk_are_complete():
 def test_every_current_record_keeps_the_claims_its_status_was_judged_on():
     """The "Paper vs. this run" table is data: a current full record keeps its claims
     (``tokenworks.verdicts.Claim``), and judging them again gives the status it reports."""
-    from records import is_current, published
-
     wrong = {}
     for method, record in published():
         if method in NOT_PAPERS or not is_current(method, record):

@@ -39,8 +39,10 @@ def test_the_peers_install_is_quiet_unless_it_fails(tmp_path, monkeypatch, capsy
     install raises with it."""
     said = {"venv": (0, "venv says nothing"), "pip": (1, "WARNING: index file:///somewhere\nERROR: no mergekit")}
 
-    def run(step, **kw):
+    def run(step, **kw):  # a child's output reaches the notebook unless it is captured
         code, err = said["pip" if "pip" in step else "venv"]
+        if not kw.get("capture_output"):
+            print(err)
         return subprocess.CompletedProcess(step, code, "", err)
     monkeypatch.setattr(peer.subprocess, "run", run)
     with pytest.raises(RuntimeError, match="ERROR: no mergekit"):
